@@ -1,0 +1,1 @@
+"""The ``diffdef-atlas`` command line."""

@@ -1,0 +1,70 @@
+"""Locate run-time resources (template, model weights) and the optional shared data.
+
+Resources are found, in order:
+
+1. the folder named by the environment variable ``DIFFDEF_ATLAS_RESOURCES``;
+2. ``Resources/`` next to ``DiffDefAtlasLib/`` (a source checkout, or Slicer run from source);
+3. ``DiffDefAtlasLib/Resources/`` (the layout of an installed Slicer extension);
+4. the ``DiffDefAtlasLib._resources`` package that ``pip install`` ships.
+
+The shared research data (never part of the project) is looked up in
+``DIFFDEF_ATLAS_DATA`` or ``../shared/data`` beside the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _candidates() -> list[Path]:
+    found: list[Path] = []
+    env = os.environ.get("DIFFDEF_ATLAS_RESOURCES")
+    if env:
+        found.append(Path(env))
+    found.append(_PACKAGE_DIR.parent / "Resources")
+    found.append(_PACKAGE_DIR / "Resources")
+    try:
+        from importlib.resources import files
+
+        found.append(Path(str(files("DiffDefAtlasLib._resources"))))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return found
+
+
+@lru_cache(maxsize=None)
+def resources_dir() -> Path:
+    """Return the folder that holds the bundled template and models.
+
+    Example:
+        >>> (resources_dir() / "template").is_dir()
+        True
+    """
+    for candidate in _candidates():
+        if (candidate / "template").is_dir():
+            return candidate
+    searched = ", ".join(str(c) for c in _candidates())
+    raise FileNotFoundError(f"DiffDefAtlas resources not found (searched: {searched}); reinstall the package")
+
+
+def resource_path(*parts: str) -> Path:
+    """Path of a bundled resource, e.g. ``resource_path("template", "mni_t1_1mm.nii.gz")``."""
+    path = resources_dir().joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"bundled resource missing: {path}")
+    return path
+
+
+def shared_data_dir() -> Path | None:
+    """Folder of the shared research data (``../shared/data``), or ``None`` when absent."""
+    env = os.environ.get("DIFFDEF_ATLAS_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(_PACKAGE_DIR.parent.parent / "shared" / "data")
+    for candidate in candidates:
+        if (candidate / "README.md").is_file():
+            return candidate
+    return None
