@@ -5,7 +5,7 @@ Resources are found, in order:
 1. the folder named by the environment variable ``DIFFDEF_ATLAS_RESOURCES``;
 2. ``Resources/`` next to ``DiffDefAtlasLib/`` (a source checkout, or Slicer run from source);
 3. ``DiffDefAtlasLib/Resources/`` (the layout of an installed Slicer extension);
-4. the ``DiffDefAtlasLib._resources`` package that ``pip install`` ships.
+4. ``DiffDefAtlasLib/_resources/``, where ``pip install`` puts the ``Resources/`` folder.
 
 The shared research data (never part of the project) is looked up in
 ``DIFFDEF_ATLAS_DATA`` or ``../shared/data`` beside the checkout.
@@ -27,12 +27,7 @@ def _candidates() -> list[Path]:
         found.append(Path(env))
     found.append(_PACKAGE_DIR.parent / "Resources")
     found.append(_PACKAGE_DIR / "Resources")
-    try:
-        from importlib.resources import files
-
-        found.append(Path(str(files("DiffDefAtlasLib._resources"))))
-    except (ModuleNotFoundError, TypeError):
-        pass
+    found.append(_PACKAGE_DIR / "_resources")
     return found
 
 
