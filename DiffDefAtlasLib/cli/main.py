@@ -15,6 +15,10 @@ from ..errors import DiffDefInputError
 SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "analyze": ("DiffDefAtlasLib.cli.analyze", "add_analyze_arguments", "run_analyze", "Jacobian, folding and smoothness of a displacement field"),
     "template": ("DiffDefAtlasLib.cli.template", "add_template_arguments", "run_template", "export the bundled MNI ICBM152 template, labels and volumes"),
+    "models": ("DiffDefAtlasLib.generate.cli", "add_models_arguments", "run_models", "list the bundled generators and their conditions"),
+    "generate": ("DiffDefAtlasLib.generate.cli", "add_generate_arguments", "run_generate", "generate a conditional atlas"),
+    "sweep": ("DiffDefAtlasLib.generate.cli", "add_sweep_arguments", "run_sweep", "generate atlases along one condition (montage, GIF, volumes.csv)"),
+    "train": ("DiffDefAtlasLib.train.cli", "add_train_arguments", "run_train", "train a generator stage (autoencoder, diffusion, mp, export, registration)"),
 }
 
 

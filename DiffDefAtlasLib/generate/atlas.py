@@ -1,0 +1,320 @@
+"""From conditions to an atlas: latent diffusion -> velocity -> diffeomorphic displacement -> warped template.
+
+Pipeline (3D ``brain3d``): DDIM in the latent -> autoencoder decoder -> velocity on the 4 mm grid -> resampled to the
+2 mm working grid -> scaling and squaring -> displacement ``u`` -> resampled to the 1 mm template grid ->
+``atlas(x) = template(x + u(x))`` and nearest-neighbour labels. The map is the exponential of a smooth velocity field,
+so it is diffeomorphic by construction.
+
+Example:
+    >>> from DiffDefAtlasLib.generate import load_generator  # doctest: +SKIP
+    >>> result = load_generator("brain3d").generate({"age": 72, "sex": "F"}, seed=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from ..errors import DiffDefInputError
+from ..imageio import Volume, read_image
+from ..spatial import (
+    Grid,
+    folding_mask,
+    folding_ratio,
+    integrate_velocity,
+    jacobian_determinant,
+    resample_displacement,
+    warp_image,
+    warp_labels,
+)
+from .conditions import encode_conditions, resolve_conditions
+from .model_card import ModelCard
+from .sampling import ddim_sample, initial_latent
+
+
+@dataclass
+class AtlasResult:
+    """One generated atlas and everything derived from it.
+
+    Attributes:
+        atlas: the template warped by ``displacement`` (1 mm for 3D).
+        labels: template labels warped (nearest; 0 background, 1 CSF, 2 GM, 3 WM, 4 lateral ventricles in 3D).
+        displacement: ``(ndim, *shape)`` RAS mm on ``grid``: ``atlas(x) = template(x + u(x))``.
+        grid: the grid of ``displacement``, ``atlas``, ``labels``, ``jacobian`` and ``folding``.
+        jacobian: det of the Jacobian of ``x -> x + u(x)``.
+        folding: 1 where ``det J <= 0`` (uint8).
+        velocity: the generated stationary velocity field ``(ndim, *coarse_shape)``, RAS mm, on ``velocity_grid``.
+        velocity_grid: the coarse grid of ``velocity``.
+        summary: conditions, seed, steps, device, timings, folding ratios, volumes (mL; mm^2 in 2D).
+    """
+
+    atlas: Volume
+    labels: Volume
+    displacement: np.ndarray
+    grid: Grid
+    jacobian: Volume
+    folding: Volume
+    velocity: np.ndarray
+    velocity_grid: Grid
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TemplateImages:
+    """What a model warps: intensity image, label map (and label names) on the model's output grid."""
+
+    image: Volume
+    labels: Volume
+    label_names: dict[int, str]
+
+
+@lru_cache(maxsize=4)
+def _template_images_cached(card_path: str, kind: str, image: str, labels: str) -> TemplateImages:
+    if kind == "mni152":
+        from ..template import LABEL_NAMES, load_template
+
+        template = load_template("1mm")
+        return TemplateImages(template.t1, template.labels, dict(LABEL_NAMES))
+    from pathlib import Path
+
+    folder = Path(card_path).parent
+    image_volume = read_image(folder / image, dtype=np.float32)
+    labels_volume = read_image(folder / labels, dtype=np.uint8) if labels else Volume(np.zeros(image_volume.array.shape, np.uint8), image_volume.affine)
+    return TemplateImages(image_volume, labels_volume, {})
+
+
+def template_images(card: ModelCard) -> TemplateImages:
+    """The images a model warps: the bundled MNI template (``{"kind": "mni152"}``) or files beside the card."""
+    entry = card.template or {"kind": "mni152"}
+    kind = entry.get("kind", "mni152")
+    if kind not in ("mni152", "files"):
+        raise DiffDefInputError(f"model card '{card.name}': unknown template kind {kind!r}")
+    images = _template_images_cached(str(card.path), kind, entry.get("image", ""), entry.get("labels", ""))
+    if kind == "files" and entry.get("label_names"):
+        images = TemplateImages(images.image, images.labels, {int(k): v for k, v in entry["label_names"].items()})
+    return images
+
+
+def label_volumes(labels: np.ndarray, grid: Grid, names: Mapping[int, str]) -> dict[str, float]:
+    """Volume of each named label in mL (3D) or area in mm^2 (2D).
+
+    Example:
+        >>> label_volumes(np.array([[0, 1], [1, 1]]), Grid((2, 2), np.diag([2.0, 2.0, 1.0])), {1: "csf"})
+        {'csf': 12.0}
+    """
+    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64), minlength=max(names, default=0) + 1)
+    scale = grid.voxel_volume / (1000.0 if grid.spatial_dims == 3 else 1.0)
+    return {name: round(float(counts[value]) * scale, 4) for value, name in names.items() if value != 0}
+
+
+class Generator:
+    """A loaded generator: model card, networks and device. Build it with :func:`~.bundled.load_generator`."""
+
+    def __init__(self, card: ModelCard, network, device: torch.device) -> None:
+        self.card = card
+        self.network = network.eval().to(device)
+        self.device = torch.device(device)
+        self.velocity_grid = card.grid("velocity")
+        self.working_grid = card.grid("working")
+        self.output_grid = card.grid("output")
+
+    @property
+    def name(self) -> str:
+        """The model name."""
+        return self.card.name
+
+    def __repr__(self) -> str:
+        return f"Generator({self.card.name!r}, {self.card.spatial_dims}D, conditions={self.card.condition_names}, device={self.device})"
+
+    # ------------------------------------------------------------------ stages
+    def _settings(self, steps: int | None, guidance: float | None, temperature: float | None) -> tuple[int, float, float]:
+        sampling = self.card.sampling
+        steps = int(sampling.get("steps", 25) if steps is None else steps)
+        if steps < 1:
+            raise DiffDefInputError(f"steps: expected a positive number of DDIM steps, found {steps}")
+        guidance = float(sampling.get("guidance", 1.0) if guidance is None else guidance)
+        temperature = float(sampling.get("temperature", 0.0) if temperature is None else temperature)
+        if temperature < 0:
+            raise DiffDefInputError(f"temperature: expected a value >= 0, found {temperature}")
+        return steps, guidance, temperature
+
+    def denoise(self, latent: torch.Tensor, t: torch.Tensor, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """One UNet evaluation (the denoiser used by the sampler)."""
+        return self.network.unet(latent, t, values, present)
+
+    def sample_latent(self, values: np.ndarray, present: np.ndarray, seed: int, steps: int, guidance: float, temperature: float) -> torch.Tensor:
+        """DDIM from the seeded start latent; returns ``(1, C, *latent)`` (unscaled, as the decoder wants it)."""
+        shape = (1, *self.card.latent_shape)
+        start = initial_latent(shape, seed, temperature).to(self.device)
+        v = torch.as_tensor(values, device=self.device)[None]
+        p = torch.as_tensor(present, device=self.device)[None]
+        latent = ddim_sample(self.denoise, start, v, p, steps=steps, guidance=guidance, scheduler_settings=self.card.scheduler)
+        return latent / float(self.card.latent_scale)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent -> velocity field ``(B, ndim, *velocity_shape)`` in RAS mm."""
+        velocity = self.network.autoencoder.decode_stage_2_outputs(latent) * float(self.card.velocity_scale)
+        shape = tuple(self.velocity_grid.shape)
+        return velocity[(slice(None), slice(None), *[slice(0, s) for s in shape])]
+
+    def velocity_to_displacement(self, velocity: torch.Tensor, grid: Grid | None = None) -> torch.Tensor:
+        """Integrate a velocity field on the working grid; return the displacement on ``grid`` (default: output grid)."""
+        steps = int(self.card.sampling.get("integration_steps", 7))
+        v = resample_displacement(velocity, self.velocity_grid, self.working_grid)
+        u = integrate_velocity(v, self.working_grid, steps=steps)
+        grid = self.output_grid if grid is None else grid
+        return u if grid == self.working_grid else resample_displacement(u, self.working_grid, grid)
+
+    @torch.no_grad()
+    def sample_velocity(
+        self,
+        conditions: Mapping[str, Any] | None = None,
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+        guidance: float | None = None,
+        temperature: float | None = None,
+        allow_extrapolation: bool = False,
+    ) -> torch.Tensor:
+        """The generated velocity ``(1, ndim, *velocity_shape)`` (RAS mm) for ``conditions``."""
+        resolved = resolve_conditions(self.card, conditions, allow_extrapolation)
+        values, present = encode_conditions(self.card, resolved)
+        steps, guidance, temperature = self._settings(steps, guidance, temperature)
+        return self.decode(self.sample_latent(values, present, seed, steps, guidance, temperature))
+
+    # ------------------------------------------------------------------ products
+    @torch.no_grad()
+    def generate(
+        self,
+        conditions: Mapping[str, Any] | None = None,
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+        guidance: float | None = None,
+        temperature: float | None = None,
+        allow_extrapolation: bool = False,
+    ) -> AtlasResult:
+        """Generate the atlas for ``conditions`` (unset conditions are marginalised out).
+
+        Example:
+            >>> result = load_generator("brain3d").generate({"age": 70})  # doctest: +SKIP
+            >>> result.summary["volumes_ml"]["lateral_ventricles"]  # doctest: +SKIP
+        """
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        resolved = resolve_conditions(self.card, conditions, allow_extrapolation)
+        values, present = encode_conditions(self.card, resolved)
+        steps, guidance, temperature = self._settings(steps, guidance, temperature)
+        latent = self.sample_latent(values, present, seed, steps, guidance, temperature)
+        timings["sampling_s"] = time.perf_counter() - start
+
+        mark = time.perf_counter()
+        velocity = self.decode(latent)
+        timings["decoding_s"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        u_work = self.velocity_to_displacement(velocity, self.working_grid)
+        # det J on the working grid, where the field is integrated; the output grid gets it by linear resampling
+        # (the output displacement is itself the linear resampling of u_work).
+        jac_work = jacobian_determinant(u_work, self.working_grid)
+        ratios = folding_ratio(jac_work)
+        grid = self.output_grid
+        if grid == self.working_grid:
+            u, jac = u_work, jac_work
+        else:
+            u = resample_displacement(u_work, self.working_grid, grid)
+            jac = resample_displacement(jac_work[:, None], self.working_grid, grid)[:, 0]
+        timings["integration_s"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        images = template_images(self.card)
+        if images.image.grid != grid:
+            raise DiffDefInputError(f"model '{self.name}': its template grid {images.image.grid} differs from the output grid {grid}")
+        u_cpu = u.float()
+        image = torch.from_numpy(np.array(images.image.array, dtype=np.float32))[None, None].to(u_cpu.device)
+        labels = torch.from_numpy(np.array(images.labels.array, dtype=np.uint8))[None, None].to(u_cpu.device)
+        atlas = warp_image(image, u_cpu, grid)[0, 0].cpu().numpy()
+        atlas_labels = warp_labels(labels, u_cpu, grid)[0, 0].cpu().numpy()
+        folding = folding_mask(jac[0]).to(torch.uint8).cpu().numpy()
+        jac_np = jac[0].float().cpu().numpy()
+        timings["warping_s"] = time.perf_counter() - mark
+        timings["total_s"] = time.perf_counter() - start
+
+        displacement = u_cpu[0].cpu().numpy().astype(np.float32)
+        norm = np.linalg.norm(displacement, axis=0)
+        summary: dict[str, Any] = {
+            "model": self.name,
+            "conditions": resolved,
+            "unset_conditions": [n for n in self.card.condition_names if n not in resolved],
+            "seed": int(seed),
+            "steps": steps,
+            "guidance": guidance,
+            "temperature": temperature,
+            "device": str(self.device),
+            "grid_shape": list(grid.shape),
+            "spacing_mm": list(grid.spacing),
+            "timings_s": {k: round(v, 4) for k, v in timings.items()},
+            "folding_ratio_nonpositive": ratios["nonpositive"],
+            "folding_ratio_negative": ratios["negative"],
+            "folding_ratio_grid": "working",
+            "detj_min": float(jac_work.min()),
+            "detj_max": float(jac_work.max()),
+            "displacement_mean_norm_mm": float(norm.mean()),
+            "displacement_max_norm_mm": float(norm.max()),
+        }
+        volumes = label_volumes(atlas_labels, grid, images.label_names)
+        if volumes:
+            summary["volumes_ml" if grid.spatial_dims == 3 else "areas_mm2"] = volumes
+        return AtlasResult(
+            atlas=Volume(atlas.astype(np.float32), grid.affine),
+            labels=Volume(atlas_labels.astype(np.uint8), grid.affine),
+            displacement=displacement,
+            grid=grid,
+            jacobian=Volume(jac_np, grid.affine),
+            folding=Volume(folding, grid.affine),
+            velocity=velocity[0].float().cpu().numpy(),
+            velocity_grid=self.velocity_grid,
+            summary=summary,
+        )
+
+    @torch.no_grad()
+    def variability(
+        self,
+        conditions: Mapping[str, Any] | None,
+        samples: int,
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+        guidance: float | None = None,
+        temperature: float = 1.0,
+        allow_extrapolation: bool = False,
+        grid: Grid | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Population variability: ``samples`` draws (seeds ``seed .. seed + samples - 1`` at ``temperature``).
+
+        Returns the mean displacement ``(ndim, *shape)`` and its standard deviation ``(*shape)`` (root of the summed
+        per-component variances, mm) on ``grid`` (default: the output grid).
+        """
+        if samples < 2:
+            raise DiffDefInputError(f"samples: expected at least 2 samples for a standard deviation, found {samples}")
+        resolved = resolve_conditions(self.card, conditions, allow_extrapolation)
+        values, present = encode_conditions(self.card, resolved)
+        steps, guidance, temperature = self._settings(steps, guidance, temperature)
+        mean = None
+        m2 = None
+        for k in range(samples):
+            latent = self.sample_latent(values, present, seed + k, steps, guidance, temperature)
+            u = self.velocity_to_displacement(self.decode(latent), grid)[0].double()
+            if mean is None:
+                mean, m2 = torch.zeros_like(u), torch.zeros_like(u)
+            delta = u - mean
+            mean += delta / (k + 1)
+            m2 += delta * (u - mean)
+        assert mean is not None and m2 is not None
+        std = torch.sqrt((m2 / (samples - 1)).sum(0))
+        return mean.float().cpu().numpy(), std.float().cpu().numpy()

@@ -1,0 +1,252 @@
+"""``diffdef-atlas generate``, ``sweep`` and ``models``.
+
+Example:
+    diffdef-atlas models
+    diffdef-atlas generate --model brain3d --set age=72 --set sex=F --out atlas72F
+    diffdef-atlas sweep --model brain3d --vary age=45:80:5 --set sex=F --out sweepF
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..device import DEVICE_CHOICES
+from ..errors import DiffDefInputError
+
+
+# ---------------------------------------------------------------------------------------------- shared
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="brain3d", help="bundled model name (see `diffdef-atlas models`) or a model folder")
+    parser.add_argument("--set", dest="conditions", action="append", default=[], metavar="NAME=VALUE", help="a condition, e.g. age=72 or sex=F (repeatable); unset ones are marginalised out")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model card's)")
+    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model card's)")
+    parser.add_argument("--temperature", type=float, default=None, help="initial-noise scale: 0 = the sub-population's centre (default), 1 = one random member")
+    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (default auto)")
+    parser.add_argument("--allow-extrapolation", action="store_true", help="allow conditions outside the trained range (with a warning)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace files in a non-empty output folder")
+
+
+def parse_conditions(items: list[str]) -> dict[str, str]:
+    """``["age=72", "sex=F"]`` -> ``{"age": "72", "sex": "F"}``; a name given twice is an error."""
+    from .conditions import parse_assignment
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, value = parse_assignment(item)
+        if name in out:
+            raise DiffDefInputError(f"condition '{name}' is set twice (--set {name}={out[name]} and --set {item})")
+        out[name] = value
+    return out
+
+
+def write_atlas_files(result, out: Path, *, preview: bool = True, minimal: bool = False) -> list[Path]:
+    """Write the files of one atlas into ``out``; ``minimal`` writes only the atlas and labels."""
+    import SimpleITK as sitk
+
+    from ..atomic import atomic_path
+    from ..imageio import write_image
+    from ..spatial import displacement_to_sitk, save_displacement_nifti
+    from .preview import save_png, slices_with_jacobian
+
+    written = [write_image(result.atlas, out / "atlas.nii.gz"), write_image(result.labels, out / "labels.nii.gz")]
+    if minimal:
+        return written
+    written.append(save_displacement_nifti(result.displacement, result.grid, out / "displacement.nii.gz"))
+    itk_path = out / "displacement_itk.nii.gz"
+    with atomic_path(itk_path) as tmp:
+        sitk.WriteImage(displacement_to_sitk(result.displacement, result.grid), str(tmp), True)
+    written.append(itk_path)
+    written.append(write_image(result.jacobian, out / "jacobian.nii.gz"))
+    written.append(write_image(result.folding, out / "folding.nii.gz"))
+    if preview:
+        label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.summary["conditions"].items()) or "unconditional"
+        written.append(save_png(slices_with_jacobian(result.atlas, result.jacobian, label), out / "preview.png"))
+    return written
+
+
+def _generate(args: argparse.Namespace, conditions: dict[str, Any]):
+    from .bundled import generate_atlas
+
+    return generate_atlas(
+        args.model,
+        conditions,
+        seed=args.seed,
+        steps=args.steps,
+        device=args.device,
+        allow_extrapolation=args.allow_extrapolation,
+        guidance=args.guidance,
+        temperature=args.temperature,
+    )
+
+
+def _print_warnings(caught: list[warnings.WarningMessage], command: str) -> None:
+    import sys
+
+    for warning in caught:
+        print(f"diffdef-atlas {command}: warning: {warning.message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- generate
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``diffdef-atlas generate``."""
+    _common_arguments(parser)
+    parser.add_argument("--samples", type=int, default=0, metavar="K", help="also draw K samples (temperature 1) and write displacement_mean/std maps")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Generate one atlas and write atlas, labels, displacement (RAS and ITK), Jacobian, folding, summary and preview."""
+    from ..imageio import Volume, write_image
+    from ..spatial import save_displacement_nifti
+    from .bundled import load_generator, resolve_model
+    from .conditions import resolve_conditions
+    from ..cli.output import prepare_output_dir, write_summary
+
+    conditions = parse_conditions(args.conditions)
+    card = resolve_model(args.model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resolve_conditions(card, conditions, args.allow_extrapolation)  # fail before creating the output folder
+        out = prepare_output_dir(args.out, args.overwrite)
+        result = _generate(args, conditions)
+    _print_warnings([w for w in caught if "grid_sample" not in str(w.message)], "generate")
+    written = write_atlas_files(result, out)
+    summary = dict(result.summary)
+    if args.samples:
+        generator = load_generator(args.model, args.device)
+        mean, std = generator.variability(conditions, args.samples, seed=args.seed, steps=args.steps, guidance=args.guidance, allow_extrapolation=True)
+        written.append(save_displacement_nifti(mean, result.grid, out / "displacement_mean.nii.gz"))
+        written.append(write_image(Volume(std.astype(np.float32), result.grid.affine), out / "displacement_std.nii.gz"))
+        summary["variability"] = {"samples": args.samples, "seeds": [args.seed, args.seed + args.samples - 1], "temperature": 1.0, "mean_std_mm": float(std.mean()), "max_std_mm": float(std.max())}
+    write_summary(out / "summary.json", summary, device=summary.get("device"))
+    written.append(out / "summary.json")
+    text = ", ".join(f"{k}={v}" for k, v in summary["conditions"].items()) or "no conditions (unconditional atlas)"
+    print(f"Generated {card.name} atlas for {text} (seed {args.seed}, {summary['steps']} steps) in {summary['timings_s']['total_s']:.2f} s on {summary['device']}")
+    if "volumes_ml" in summary:
+        print("  volumes (mL): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["volumes_ml"].items()))
+    print(f"  folding ratio (det J <= 0): {summary['folding_ratio_nonpositive']:.2e}")
+    print(f"Wrote {len(written)} files to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+def parse_vary(text: str, card) -> tuple[str, list[Any]]:
+    """``age=45:80:5`` (start:stop:step, stop included) or ``sex=F,M`` -> the name and its values.
+
+    Example:
+        >>> from DiffDefAtlasLib.generate.model_card import ConditionSpec, ModelCard
+        >>> parse_vary("age=40:50:5", ModelCard("m", 3, conditions=[ConditionSpec("age", minimum=0, maximum=99)]))
+        ('age', [40.0, 45.0, 50.0])
+    """
+    from .conditions import parse_assignment
+
+    name, spec_text = parse_assignment(text)
+    spec = card.condition(name)
+    if spec.kind == "categorical" or "," in spec_text:
+        return name, [v.strip() for v in spec_text.split(",") if v.strip()]
+    parts = spec_text.split(":")
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        raise DiffDefInputError(f"--vary {text!r}: expected NAME=START:STOP:STEP (or a comma list)") from None
+    if len(numbers) == 2:
+        numbers.append((numbers[1] - numbers[0]) / 4 if numbers[1] != numbers[0] else 1.0)
+    if len(numbers) != 3 or numbers[2] == 0 or (numbers[1] - numbers[0]) / numbers[2] < 0:
+        raise DiffDefInputError(f"--vary {text!r}: expected NAME=START:STOP:STEP with a step towards STOP")
+    start, stop, step = numbers
+    count = int(np.floor((stop - start) / step + 1e-9)) + 1
+    if count > 200:
+        raise DiffDefInputError(f"--vary {text!r}: {count} steps; at most 200 are allowed")
+    return name, [round(start + n * step, 10) for n in range(count)]
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``diffdef-atlas sweep``."""
+    _common_arguments(parser)
+    parser.add_argument("--vary", required=True, metavar="NAME=START:STOP:STEP", help="the condition to sweep, e.g. age=45:80:5 or sex=F,M")
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """One atlas per value (folder per step), ``montage.png``, ``sweep.gif``, ``volumes.csv`` and ``summary.json``."""
+    from ..cli.output import prepare_output_dir, write_summary
+    from .bundled import resolve_model
+    from .conditions import resolve_conditions
+    from .preview import montage, save_gif, save_png, slices_with_jacobian
+
+    card = resolve_model(args.model)
+    conditions = parse_conditions(args.conditions)
+    name, values = parse_vary(args.vary, card)
+    if name in conditions:
+        raise DiffDefInputError(f"condition '{name}' is both swept (--vary) and fixed (--set)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for value in values:
+            resolve_conditions(card, {**conditions, name: value}, args.allow_extrapolation)
+    _print_warnings([w for w in caught if "grid_sample" not in str(w.message)], "sweep")
+    out = prepare_output_dir(args.out, args.overwrite)
+    rows, pictures, summaries = [], [], []
+    for n, value in enumerate(values):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = _generate(args, {**conditions, name: value})
+        folder = out / f"{n:02d}_{name}_{value:g}" if isinstance(value, float) else out / f"{n:02d}_{name}_{value}"
+        folder.mkdir(exist_ok=True)
+        write_atlas_files(result, folder, minimal=True)
+        label = f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+        pictures.append(slices_with_jacobian(result.atlas, result.jacobian, label))
+        volumes = result.summary.get("volumes_ml") or result.summary.get("areas_mm2") or {}
+        rows.append({name: value, **volumes, "folding_ratio_nonpositive": result.summary["folding_ratio_nonpositive"], "mean_displacement_mm": result.summary["displacement_mean_norm_mm"]})
+        summaries.append({"folder": folder.name, **result.summary})
+        print(f"  {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in volumes.items()))
+    save_png(montage(pictures, columns=1), out / "montage.png")
+    save_gif(pictures, out / "sweep.gif")
+    from ..atomic import atomic_path
+
+    with atomic_path(out / "volumes.csv") as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    unit = "mL" if card.spatial_dims == 3 else "mm^2"
+    write_summary(out / "summary.json", {"model": card.name, "vary": name, "values": values, "fixed_conditions": conditions, "volume_units": unit, "steps": summaries}, device=summaries[0]["device"])
+    print(f"Wrote {len(values)} atlases, montage.png, sweep.gif and volumes.csv to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- models
+def add_models_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``diffdef-atlas models``."""
+    parser.add_argument("--json", action="store_true", help="print the model cards as JSON")
+
+
+def models_table(cards) -> str:
+    """The bundled models as a text table: name, dimensions, grid and each condition's trained range."""
+    lines = []
+    for card in cards:
+        grid = card.grids.get("output", {})
+        shape = "x".join(str(s) for s in grid.get("shape", []))
+        spacing = "x".join(f"{s:g}" for s in grid.get("spacing_mm", []))
+        lines.append(f"{card.name}  ({card.spatial_dims}D, atlas grid {shape} at {spacing} mm)  {card.description}")
+        for spec in card.conditions:
+            lines.append(f"    {spec.name:<18} {spec.kind:<12} {spec.describe_range():<20} {spec.description}")
+    return "\n".join(lines) if lines else "no bundled models found"
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """Print the bundled models (``--json``: their full cards)."""
+    from .bundled import list_models
+
+    cards = list_models()
+    if args.json:
+        print(json.dumps([card.to_dict() for card in cards], indent=2))
+    else:
+        print(models_table(cards))
+    return 0

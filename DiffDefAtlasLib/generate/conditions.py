@@ -1,0 +1,119 @@
+"""Checking user conditions against a model card and encoding them for the network.
+
+A condition may be left unset (absent or ``None``): the network then uses its learned "null" token for it, so the
+atlas is marginalised over that condition (classifier-free guidance). Continuous values are normalised to [-1, 1]
+over the trained range; categorical values become their index in ``choices``.
+
+Example:
+    >>> from DiffDefAtlasLib.generate.model_card import ConditionSpec, ModelCard
+    >>> card = ModelCard("demo", 3, conditions=[ConditionSpec("age", minimum=40, maximum=80),
+    ...                                          ConditionSpec("sex", "categorical", choices=["F", "M"])])
+    >>> resolve_conditions(card, {"age": "60", "sex": "m"})
+    {'age': 60.0, 'sex': 'M'}
+    >>> encode_conditions(card, {"age": 60.0})
+    (array([0., 0.], dtype=float32), array([ True, False]))
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import DiffDefInputError
+from .model_card import ConditionSpec, ModelCard
+
+
+class ExtrapolationWarning(UserWarning):
+    """A condition lies outside the range the model was trained on."""
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """Split ``"age=72"`` into ``("age", "72")``.
+
+    Example:
+        >>> parse_assignment("sex=F")
+        ('sex', 'F')
+    """
+    name, sep, value = str(text).partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise DiffDefInputError(f"condition {text!r}: expected NAME=VALUE, e.g. age=72")
+    return name.strip(), value.strip()
+
+
+def _resolve_one(spec: ConditionSpec, value: Any, allow_extrapolation: bool, model: str) -> float | str:
+    if spec.kind == "categorical":
+        text = str(value).strip()
+        lookup = {c.lower(): c for c in spec.choices or []}
+        if text.lower() not in lookup:
+            raise DiffDefInputError(f"condition '{spec.name}': expected one of {', '.join(spec.choices or [])}, found {value!r}")
+        return lookup[text.lower()]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DiffDefInputError(f"condition '{spec.name}': expected a number ({spec.describe_range()}), found {value!r}") from None
+    if not math.isfinite(number):
+        raise DiffDefInputError(f"condition '{spec.name}': expected a finite number, found {value!r}")
+    assert spec.minimum is not None and spec.maximum is not None
+    if not spec.minimum <= number <= spec.maximum:
+        message = (
+            f"condition '{spec.name}' = {number:g} is outside the trained range [{spec.minimum:g}, {spec.maximum:g}]"
+            f"{(' ' + spec.units) if spec.units else ''} of model '{model}'"
+        )
+        if not allow_extrapolation:
+            raise DiffDefInputError(message + "; pass --allow-extrapolation (allow_extrapolation=True) to go beyond it")
+        warnings.warn(message + "; extrapolating", ExtrapolationWarning, stacklevel=3)
+    return number
+
+
+def resolve_conditions(card: ModelCard, conditions: Mapping[str, Any] | None, allow_extrapolation: bool = False) -> dict[str, float | str]:
+    """Validate ``conditions`` against the card: known names, numbers within the trained range, valid categories.
+
+    Returns the set conditions with canonical values (floats, or the category as spelled in the card); unset ones
+    (absent or ``None``) are left out. Outside the range: :class:`DiffDefInputError`, or an
+    :class:`ExtrapolationWarning` with ``allow_extrapolation``.
+    """
+    resolved: dict[str, float | str] = {}
+    for name, value in (conditions or {}).items():
+        spec = card.condition(name)
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "unset")):
+            continue
+        resolved[spec.name] = _resolve_one(spec, value, allow_extrapolation, card.name)
+    return resolved
+
+
+def encode_conditions(card: ModelCard, resolved: Mapping[str, float | str]) -> tuple[np.ndarray, np.ndarray]:
+    """Network inputs for resolved conditions: normalised values ``(n,)`` float32 and a ``present`` mask ``(n,)``."""
+    values = np.zeros(len(card.conditions), dtype=np.float32)
+    present = np.zeros(len(card.conditions), dtype=bool)
+    for i, spec in enumerate(card.conditions):
+        if spec.name not in resolved:
+            continue
+        present[i] = True
+        values[i] = encode_value(spec, resolved[spec.name])
+    return values, present
+
+
+def encode_value(spec: ConditionSpec, value: float | str) -> float:
+    """Normalised network value of one condition: [-1, 1] over the trained range, or the category index."""
+    if spec.kind == "categorical":
+        return float((spec.choices or []).index(str(value)))
+    assert spec.minimum is not None and spec.maximum is not None
+    return 2.0 * (float(value) - spec.minimum) / (spec.maximum - spec.minimum) - 1.0
+
+
+def condition_distance(card: ModelCard, a: Mapping[str, float | str], b: Mapping[str, float | str]) -> float:
+    """Euclidean distance in normalised condition space over the conditions set in ``a`` (continuous ones scaled to
+    [0, 1] over the trained range; a different category counts 1)."""
+    total = 0.0
+    for name, value in a.items():
+        spec = card.condition(name)
+        if name not in b:
+            continue
+        if spec.kind == "categorical":
+            total += 0.0 if str(value) == str(b[name]) else 1.0
+        else:
+            total += ((encode_value(spec, value) - encode_value(spec, b[name])) / 2.0) ** 2
+    return math.sqrt(total)

@@ -1,0 +1,222 @@
+"""Networks of the generator, configured from MONAI building blocks.
+
+- :func:`build_autoencoder`: MONAI ``AutoencoderKL`` over velocity fields (no attention blocks), 4x downsampling.
+- :class:`ConditionEmbedding`: one learned token per condition (a small MLP of the normalised value, or an
+  embedding of the category), replaced by that condition's learned "null" token when it is unset.
+- :class:`ConditionalLatentUNet`: a small denoising UNet over the latent, built from MONAI's
+  ``DiffusionUNetResnetBlock`` (time embedding injected into every block). The condition tokens are flattened,
+  projected and *added to the time embedding*, the same path MONAI's ``DiffusionModelUNet`` uses for class labels.
+  (MONAI's ``DiffusionModelUNet`` itself always builds attention blocks, which need the optional ``einops``
+  package; this UNet runs with MONAI's core dependencies only. Conditions here are global scalars, so a global
+  additive embedding carries them as well as cross-attention over a handful of tokens would.)
+
+Example:
+    >>> import torch
+    >>> unet = ConditionalLatentUNet(3, 4, [("continuous", 0), ("categorical", 2)], channels=(16, 32))
+    >>> unet(torch.zeros(1, 4, 10, 12, 10), torch.tensor([10]), torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool)).shape
+    torch.Size([1, 4, 10, 12, 10])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Defaults of the autoencoder over velocity fields (channels per level; 3 levels = 4x downsampling).
+AUTOENCODER_DEFAULTS: dict[str, Any] = {"channels": [8, 16, 16], "latent_channels": 4, "num_res_blocks": 1, "norm_num_groups": 8}
+#: Defaults of the latent denoising UNet.
+UNET_DEFAULTS: dict[str, Any] = {"channels": [16, 32, 32], "num_res_blocks": 1, "norm_num_groups": 8, "condition_dim": 32}
+
+
+def build_autoencoder(spatial_dims: int, config: dict[str, Any] | None = None):
+    """MONAI ``AutoencoderKL`` for ``spatial_dims``-component velocity fields, without attention blocks.
+
+    Example:
+        >>> ae = build_autoencoder(2)
+        >>> ae.encode_stage_2_inputs(torch.zeros(1, 2, 32, 32)).shape
+        torch.Size([1, 4, 8, 8])
+    """
+    from monai.networks.nets import AutoencoderKL
+
+    cfg = {**AUTOENCODER_DEFAULTS, **(config or {})}
+    channels = tuple(int(c) for c in cfg["channels"])
+    return AutoencoderKL(
+        spatial_dims=spatial_dims,
+        in_channels=spatial_dims,
+        out_channels=spatial_dims,
+        num_res_blocks=int(cfg["num_res_blocks"]),
+        channels=channels,
+        attention_levels=(False,) * len(channels),
+        latent_channels=int(cfg["latent_channels"]),
+        norm_num_groups=int(cfg["norm_num_groups"]),
+        with_encoder_nonlocal_attn=False,
+        with_decoder_nonlocal_attn=False,
+    )
+
+
+def autoencoder_factor(config: dict[str, Any] | None = None) -> int:
+    """Downsampling factor of the autoencoder (2 per level after the first)."""
+    cfg = {**AUTOENCODER_DEFAULTS, **(config or {})}
+    return 2 ** (len(cfg["channels"]) - 1)
+
+
+class ConditionEmbedding(nn.Module):
+    """Learned tokens for a set of conditions, with a learned null token per condition.
+
+    ``kinds`` is a list of ``(kind, n_choices)``; ``forward(values, present)`` takes normalised values ``(B, n)`` and a
+    boolean mask ``(B, n)`` and returns ``(B, n, dim)`` tokens.
+    """
+
+    def __init__(self, kinds: Sequence[tuple[str, int]], dim: int = 32) -> None:
+        super().__init__()
+        self.kinds = [(str(k), int(n)) for k, n in kinds]
+        self.dim = dim
+        encoders = []
+        for kind, n_choices in self.kinds:
+            if kind == "categorical":
+                encoders.append(nn.Embedding(max(n_choices, 1), dim))
+            else:
+                encoders.append(nn.Sequential(nn.Linear(1, dim), nn.SiLU(), nn.Linear(dim, dim)))
+        self.encoders = nn.ModuleList(encoders)
+        self.null = nn.Parameter(torch.randn(max(len(self.kinds), 1), dim) * 0.02)
+
+    def forward(self, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        tokens = []
+        for i, ((kind, n_choices), encoder) in enumerate(zip(self.kinds, self.encoders)):
+            if kind == "categorical":
+                token = encoder(values[:, i].round().long().clamp(0, max(n_choices - 1, 0)))
+            else:
+                token = encoder(values[:, i : i + 1].to(self.null.dtype))
+            token = torch.where(present[:, i : i + 1], token, self.null[i].expand_as(token))
+            tokens.append(token)
+        if not tokens:
+            return self.null[:0].unsqueeze(0).expand(values.shape[0], 0, self.dim)
+        return torch.stack(tokens, dim=1)
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+    shape = tuple(x.shape[2:])
+    target = [((s + multiple - 1) // multiple) * multiple for s in shape]
+    pad: list[int] = []
+    for s, t in reversed(list(zip(shape, target))):
+        pad.extend([0, t - s])
+    return (F.pad(x, pad) if any(pad) else x), shape
+
+
+class ConditionalLatentUNet(nn.Module):
+    """Denoising UNet over diffusion latents, conditioned on a timestep and on :class:`ConditionEmbedding` tokens.
+
+    ``channels`` gives the width of each level (each level after the first halves the resolution); the latent is
+    zero-padded to a multiple of the total downsampling factor and cropped back.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        condition_kinds: Sequence[tuple[str, int]],
+        channels: Sequence[int] = (32, 64, 64),
+        num_res_blocks: int = 1,
+        norm_num_groups: int = 8,
+        condition_dim: int = 32,
+    ) -> None:
+        super().__init__()
+        from monai.networks.blocks import Convolution
+        from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
+
+        self.spatial_dims = spatial_dims
+        self.channels = [int(c) for c in channels]
+        self.factor = 2 ** (len(self.channels) - 1)
+        temb = 4 * self.channels[0]
+        self.time_embed = nn.Sequential(nn.Linear(self.channels[0], temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.condition_embedding = ConditionEmbedding(condition_kinds, condition_dim)
+        n_tokens = max(len(self.condition_embedding.kinds), 1)
+        self.condition_proj = nn.Sequential(nn.Linear(n_tokens * condition_dim, temb), nn.SiLU(), nn.Linear(temb, temb))
+
+        def block(cin: int, cout: int, **kw) -> nn.Module:
+            return DiffusionUNetResnetBlock(spatial_dims, cin, temb, cout, norm_num_groups=norm_num_groups, **kw)
+
+        def conv(cin: int, cout: int) -> nn.Module:
+            return Convolution(spatial_dims, cin, cout, strides=1, kernel_size=3, padding=1, conv_only=True)
+
+        self.conv_in = conv(in_channels, self.channels[0])
+        self.down = nn.ModuleList()
+        skips = [self.channels[0]]
+        current = self.channels[0]
+        for level, width in enumerate(self.channels):
+            if level > 0:
+                self.down.append(block(current, current, down=True))
+                skips.append(current)
+            for _ in range(num_res_blocks):
+                self.down.append(block(current, width))
+                current = width
+                skips.append(current)
+        self.middle = nn.ModuleList([block(current, current), block(current, current)])
+        self.up = nn.ModuleList()
+        for level, width in reversed(list(enumerate(self.channels))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(block(current + skips.pop(), width))
+                current = width
+            if level > 0:
+                self.up.append(block(current, current, up=True))
+        self.out = nn.Sequential(nn.GroupNorm(norm_num_groups, current), nn.SiLU(), conv(current, in_channels))
+        self._up_is_resample = [getattr(b, "upsample", None) is not None for b in self.up]
+        self._down_is_resample = [getattr(b, "downsample", None) is not None for b in self.down]
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
+
+        x, shape = _pad_to_multiple(x, self.factor)
+        emb = self.time_embed(get_timestep_embedding(timesteps, self.channels[0]).to(x.dtype))
+        tokens = self.condition_embedding(values, present.bool())
+        if tokens.shape[1]:
+            emb = emb + self.condition_proj(tokens.flatten(1)).to(x.dtype)
+        h = self.conv_in(x)
+        skips = [h]
+        for layer, is_resample in zip(self.down, self._down_is_resample):
+            h = layer(h, emb)
+            skips.append(h)
+        for layer in self.middle:
+            h = layer(h, emb)
+        for layer, is_resample in zip(self.up, self._up_is_resample):
+            h = layer(h, emb) if is_resample else layer(torch.cat([h, skips.pop()], dim=1), emb)
+        h = self.out(h)
+        crop = (slice(None), slice(None), *[slice(0, s) for s in shape])
+        return h[crop]
+
+
+def build_unet(spatial_dims: int, latent_channels: int, condition_kinds: Sequence[tuple[str, int]], config: dict[str, Any] | None = None) -> ConditionalLatentUNet:
+    """The latent UNet from a card's ``unet`` settings (defaults :data:`UNET_DEFAULTS`)."""
+    cfg = {**UNET_DEFAULTS, **(config or {})}
+    return ConditionalLatentUNet(
+        spatial_dims,
+        latent_channels,
+        condition_kinds,
+        channels=tuple(cfg["channels"]),
+        num_res_blocks=int(cfg["num_res_blocks"]),
+        norm_num_groups=int(cfg["norm_num_groups"]),
+        condition_dim=int(cfg["condition_dim"]),
+    )
+
+
+class VelocityGenerator(nn.Module):
+    """The autoencoder and the latent UNet of one model, saved together as one safetensors file."""
+
+    def __init__(self, spatial_dims: int, condition_kinds: Sequence[tuple[str, int]], autoencoder: dict | None = None, unet: dict | None = None) -> None:
+        super().__init__()
+        ae_cfg = {**AUTOENCODER_DEFAULTS, **(autoencoder or {})}
+        self.autoencoder = build_autoencoder(spatial_dims, ae_cfg)
+        self.unet = build_unet(spatial_dims, int(ae_cfg["latent_channels"]), condition_kinds, unet)
+
+
+def condition_kinds(card) -> list[tuple[str, int]]:
+    """``(kind, n_choices)`` per condition of a :class:`~.model_card.ModelCard`."""
+    return [(c.kind, len(c.choices or [])) for c in card.conditions]
+
+
+def build_generator_network(card) -> VelocityGenerator:
+    """An untrained :class:`VelocityGenerator` shaped by a model card."""
+    return VelocityGenerator(card.spatial_dims, condition_kinds(card), card.autoencoder, card.unet)

@@ -1,0 +1,157 @@
+"""Affine pre-alignment by Mattes mutual information (SimpleITK), multi-resolution, in 2D and 3D.
+
+The result is an (ndim+1)x(ndim+1) RAS matrix ``A`` mapping *fixed* points to *moving* points (the resampling
+direction): the moving image in fixed space is ``M(A x)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..imageio import Volume, volume_to_sitk
+
+
+@dataclass(frozen=True)
+class AffineSettings:
+    """Pyramid (``shrink_factors`` relative to the fixed image, ``smoothing_sigmas_mm``), iterations per level and
+    the metric's sampling fraction. The defaults take about a second for a 2 mm fixed image on 2 CPU cores."""
+
+    shrink_factors: tuple[int, ...] = (4, 2, 1)
+    smoothing_sigmas_mm: tuple[float, ...] = (4.0, 2.0, 0.0)
+    iterations: int = 60
+    sampling: float = 0.1
+    histogram_bins: int = 32
+    seed: int = 0
+    initial_pitch_deg: tuple[float, ...] = (0.0,)
+    moving_spacing_mm: float | None = 2.0
+
+
+def _downsampled(image, spacing_mm: float | None):
+    """Smooth and resample ``image`` to about ``spacing_mm`` voxels when it is finer (faster metric, same result)."""
+    import SimpleITK as sitk
+
+    if spacing_mm is None or min(image.GetSpacing()) >= 0.8 * spacing_mm:
+        return image
+    sigma = [max(0.0, (spacing_mm**2 - s**2)) ** 0.5 / 2.355 for s in image.GetSpacing()]
+    smooth = sitk.SmoothingRecursiveGaussian(image, sigma)
+    size = [max(1, int(np.ceil(n * s / spacing_mm))) for n, s in zip(image.GetSize(), image.GetSpacing())]
+    return sitk.Resample(smooth, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), [spacing_mm] * image.GetDimension(),
+                         image.GetDirection(), 0.0, sitk.sitkFloat32)
+
+
+def _pitched(transform, degrees: float, ndim: int):
+    """A copy of ``transform`` rotated by ``degrees`` about its centre: about the R axis in 3D, in-plane in 2D."""
+    import SimpleITK as sitk
+
+    out = sitk.AffineTransform(transform)
+    if degrees == 0.0:
+        return out
+    a = np.deg2rad(degrees)
+    c, s = np.cos(a), np.sin(a)
+    rotation = np.array([[c, -s], [s, c]]) if ndim == 2 else np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    matrix = np.array(out.GetMatrix()).reshape(ndim, ndim) @ rotation
+    out.SetMatrix(matrix.ravel().tolist())
+    return out
+
+
+def _lps(ndim: int) -> np.ndarray:
+    flip = np.ones(ndim + 1)
+    flip[:2] = -1.0
+    return np.diag(flip)
+
+
+def sitk_to_ras_matrix(transform, ndim: int) -> np.ndarray:
+    """(ndim+1)x(ndim+1) RAS matrix of a SimpleITK affine transform (LPS, centre folded in).
+
+    Example:
+        >>> import SimpleITK as sitk
+        >>> t = sitk.AffineTransform(2); t.SetTranslation((1.0, 2.0))
+        >>> sitk_to_ras_matrix(t, 2)[:2, 2]
+        array([-1., -2.])
+    """
+    a = np.array(transform.GetMatrix()).reshape(ndim, ndim)
+    c = np.array(transform.GetCenter())
+    t = np.array(transform.GetTranslation())
+    lps = np.eye(ndim + 1)
+    lps[:ndim, :ndim] = a
+    lps[:ndim, ndim] = t + c - a @ c
+    flip = _lps(ndim)
+    return flip @ lps @ flip
+
+
+def ras_matrix_to_sitk(matrix: np.ndarray):
+    """A SimpleITK ``AffineTransform`` from an (ndim+1)x(ndim+1) RAS matrix (inverse of :func:`sitk_to_ras_matrix`)."""
+    import SimpleITK as sitk
+
+    matrix = np.asarray(matrix, dtype=np.float64)
+    ndim = matrix.shape[0] - 1
+    flip = _lps(ndim)
+    lps = flip @ matrix @ flip
+    transform = sitk.AffineTransform(ndim)
+    transform.SetMatrix(lps[:ndim, :ndim].ravel().tolist())
+    transform.SetTranslation(lps[:ndim, ndim].tolist())
+    return transform
+
+
+def affine_register(
+    fixed: Volume,
+    moving: Volume,
+    *,
+    fixed_mask: Volume | None = None,
+    settings: AffineSettings = AffineSettings(),
+) -> np.ndarray:
+    """Affine matrix (RAS, fixed -> moving) aligning ``moving`` to ``fixed`` by Mattes MI, moments-initialised.
+
+    ``fixed_mask`` restricts the metric to the fixed brain, so a skull in the moving image matters less.
+
+    Example:
+        >>> matrix = affine_register(atlas, scan)  # doctest: +SKIP
+        >>> matrix.shape
+        (4, 4)
+    """
+    import SimpleITK as sitk
+
+    ndim = fixed.spatial_dims
+    fixed_image = sitk.Cast(volume_to_sitk(fixed), sitk.sitkFloat32)
+    moving_image = _downsampled(sitk.Cast(volume_to_sitk(moving), sitk.sitkFloat32), settings.moving_spacing_mm)
+    initial = sitk.CenteredTransformInitializer(
+        fixed_image, moving_image, sitk.AffineTransform(ndim), sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
+    mask = None
+    if fixed_mask is not None:
+        mask = sitk.Cast(volume_to_sitk(Volume((fixed_mask.array > 0).astype(np.uint8), fixed_mask.affine)), sitk.sitkUInt8)
+
+    def method(levels: int, iterations: int):
+        reg = sitk.ImageRegistrationMethod()
+        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(settings.sampling, seed=settings.seed)
+        if mask is not None:
+            reg.SetMetricFixedMask(mask)
+        reg.SetInterpolator(sitk.sitkLinear)
+        reg.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=1.0, minStep=1e-3, numberOfIterations=iterations, relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6
+        )
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetShrinkFactorsPerLevel(list(settings.shrink_factors[:levels]))
+        reg.SetSmoothingSigmasPerLevel(list(settings.smoothing_sigmas_mm[:levels]))
+        reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+        return reg
+
+    if len(settings.initial_pitch_deg) > 1:
+        best = None
+        for degrees in settings.initial_pitch_deg:
+            candidate = _pitched(initial, degrees, ndim)
+            coarse = method(1, settings.iterations)
+            coarse.SetInitialTransform(candidate, inPlace=True)
+            coarse.Execute(fixed_image, moving_image)
+            if best is None or coarse.GetMetricValue() < best[0]:
+                best = (coarse.GetMetricValue(), sitk.AffineTransform(candidate))
+        initial = best[1]
+    reg = method(len(settings.shrink_factors), settings.iterations)
+    transform = sitk.AffineTransform(initial)
+    reg.SetInitialTransform(transform, inPlace=True)
+    reg.Execute(fixed_image, moving_image)
+    return sitk_to_ras_matrix(transform, ndim)

@@ -1,0 +1,334 @@
+"""``register_to_atlas``: affine pre-alignment, learned diffeomorphic registration, optional refinement, 2D and 3D.
+
+Pipeline (every field in RAS mm, the library's convention ``warped(x) = moving(x + d(x))``):
+
+1. the atlas is put on the network's working grid (2 mm in 3D), with a brain mask;
+2. SimpleITK MI affine ``A`` (atlas -> moving points), unless ``affine=False``;
+3. the moving scan is resampled through ``A``, intensity-normalised and masked by the dilated atlas brain mask;
+4. the network predicts a velocity and λ(x); the displacement ``u = exp(v)``; optional Adam refinement of ``v``;
+5. the total displacement ``d(x) = A(x + u(x)) - x`` on the atlas grid warps the full-resolution scan; atlas labels
+   are carried onto the scan through the exact inverse ``exp(-v)`` and ``A⁻¹``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..device import describe_device, run_with_cpu_fallback, select_device
+from ..errors import DiffDefInputError
+from ..imageio import Volume, check_image
+from ..spatial import Grid, jacobian_determinant, jacobian_summary, resample_displacement, warp_image, warp_labels
+from .affine import affine_register
+from .inputs import (
+    affine_displacement,
+    brain_mask_from_image,
+    compose_with_affine,
+    dilate,
+    normalise_intensity,
+    resample,
+    to_tensor,
+    working_grid_for,
+)
+from .losses import LossConfig, masked_lncc
+from .network import RegistrationNetwork, upsample_field
+from .refine import refine_velocity
+
+Progress = Callable[[float, str], None]
+Cancel = Callable[[], bool]
+
+#: Margin (mm) by which the atlas brain mask is dilated before it masks the network's inputs.
+INPUT_MASK_MARGIN_MM = 8.0
+
+
+class RegistrationCancelled(RuntimeError):
+    """Raised when the ``cancel`` callback of :func:`register_to_atlas` returns True."""
+
+
+@dataclass
+class RegistrationResult:
+    """Output of :func:`register_to_atlas`.
+
+    Attributes:
+        warped: the moving scan in atlas space (atlas grid).
+        displacement: ``(ndim, *shape)`` RAS mm on ``grid`` (atlas space -> moving space, affine included).
+        grid: the atlas grid.
+        jacobian: det J of ``x -> x + displacement(x)`` on the atlas grid.
+        labels_on_moving: atlas labels carried onto the moving scan (nearest), when atlas labels were given.
+        lambda_map: the network's regularisation weight λ(x) on the working grid.
+        affine: the affine matrix (RAS, atlas -> moving points).
+        summary: timings per stage, folding, similarity, std log det J, Dice per label.
+    """
+
+    warped: Volume
+    displacement: np.ndarray
+    grid: Grid
+    jacobian: Volume
+    labels_on_moving: Volume | None
+    summary: dict
+    lambda_map: Volume | None = None
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+
+
+def prepare_network_inputs(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intensity-normalised ``(fixed, moving)`` multiplied by the atlas brain mask dilated by 8 mm.
+
+    The same function prepares training pairs, so the network sees what it was trained on.
+    """
+    margin = int(np.ceil(INPUT_MASK_MARGIN_MM / min(grid.spacing)))
+    wide = dilate(mask, margin)
+    fixed_n = normalise_intensity(fixed, mask) * wide
+    moving_n = normalise_intensity(moving, wide) * wide
+    return fixed_n, moving_n
+
+
+def brain_ncc(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -> float:
+    """Pearson correlation of two images inside ``mask`` (the "NCC in the brain" of the summary).
+
+    Example:
+        >>> x = torch.rand(1, 1, 8, 8)
+        >>> round(brain_ncc(x, 2 * x + 1, None), 6)
+        1.0
+    """
+    if mask is not None:
+        inside = mask.expand_as(a) > 0
+        a, b = a[inside], b[inside]
+    a = a.double().flatten() - a.double().mean()
+    b = b.double().flatten() - b.double().mean()
+    denominator = float(torch.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum()) / denominator if denominator > 0 else 0.0
+
+
+def dice_per_label(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Dice per non-zero label present in either map, plus their mean (``"mean"``).
+
+    Example:
+        >>> dice_per_label(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]))["mean"]
+        0.6666666666666666
+    """
+    from ..data.labelmaps import dice_per_class
+
+    ids = sorted(int(i) for i in np.union1d(np.unique(a), np.unique(b)) if i != 0)
+    scores = dice_per_class(a, b, classes=tuple(ids)) if ids else {}
+    out = {str(k): float(v) for k, v in scores.items()}
+    out["mean"] = float(np.nanmean(list(scores.values()))) if scores else float("nan")
+    return out
+
+
+def _label_volume(volume: Volume, grid: Grid, name: str) -> Volume:
+    array = np.asarray(volume.array)
+    if not np.issubdtype(array.dtype, np.integer):
+        array = np.rint(array)
+    return Volume(array.astype(np.int64), volume.affine)
+
+
+def _check_inputs(moving: Volume, atlas: Volume, atlas_labels: Volume | None, moving_labels: Volume | None) -> None:
+    check_image(moving, "moving image")
+    check_image(atlas, "atlas image", spatial_dims=moving.spatial_dims)
+    if atlas.spatial_dims != moving.spatial_dims:
+        raise DiffDefInputError(f"moving image is {moving.spatial_dims}D but the atlas is {atlas.spatial_dims}D")
+    for name, labels, image in (("atlas labels", atlas_labels, atlas), ("moving labels", moving_labels, moving)):
+        if labels is not None and labels.array.shape != image.array.shape:
+            raise DiffDefInputError(f"{name}: expected the shape of their image {image.array.shape}, found {labels.array.shape}")
+
+
+def register_to_atlas(
+    moving: Volume,
+    atlas: Volume,
+    *,
+    atlas_labels: Volume | None = None,
+    moving_labels: Volume | None = None,
+    refine: int = 0,
+    affine: bool = True,
+    device="auto",
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+    atlas_mask: Volume | None = None,
+    network: RegistrationNetwork | None = None,
+) -> RegistrationResult:
+    """Register ``moving`` to ``atlas``: SimpleITK MI affine, then the learned SVF network (+ ``refine`` Adam steps).
+
+    ``atlas_mask`` (optional) is the atlas brain mask; by default it is derived from the (skull-stripped) atlas.
+    ``network`` overrides the bundled model (e.g. a freshly trained one). ``progress(fraction, message)`` reports
+    progress; ``cancel()`` is polled between steps and raises :class:`RegistrationCancelled` when it returns True.
+
+    Example:
+        >>> from DiffDefAtlasLib.template import load_template
+        >>> template = load_template("2mm")
+        >>> result = register_to_atlas(read_image("scan.nii.gz"), template.t1, atlas_labels=template.labels)  # doctest: +SKIP
+        >>> result.summary["jacobian"]["folding_ratio_nonpositive"]  # doctest: +SKIP
+        0.0
+    """
+    from .weights import load_registration_network
+
+    def report(fraction: float, message: str) -> None:
+        if cancel is not None and cancel():
+            raise RegistrationCancelled("registration cancelled by the user")
+        if progress is not None:
+            progress(float(fraction), message)
+
+    if refine < 0:
+        raise DiffDefInputError(f"refine: expected a number of steps >= 0, found {refine}")
+    _check_inputs(moving, atlas, atlas_labels, moving_labels)
+    ndim = atlas.spatial_dims
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    torch_device = select_device(device) if isinstance(device, str) else torch.device(device)
+
+    report(0.0, "preparing the atlas")
+    if network is None:
+        network = load_registration_network(ndim, device="cpu")
+    spacing_mm = float(network.config.working_spacing_mm)
+    if network.config.spatial_dims != ndim:
+        raise DiffDefInputError(f"registration network is {network.config.spatial_dims}D but the images are {ndim}D")
+    wgrid = working_grid_for(atlas.grid, spacing_mm, network.config.shape_multiple)
+    fixed_w = resample(atlas, wgrid)
+    if atlas_mask is not None:
+        mask_w = (resample(atlas_mask, wgrid, labels=True) > 0).float()
+    else:
+        mask_w = brain_mask_from_image(fixed_w)
+    if float(mask_w.sum()) == 0:
+        raise DiffDefInputError("atlas image: found no brain voxels (expected a skull-stripped atlas with positive intensities)")
+    timings["prepare_s"] = time.perf_counter() - start
+
+    matrix = np.eye(ndim + 1)
+    if affine:
+        report(0.05, "affine alignment")
+        t0 = time.perf_counter()
+        matrix = affine_register(Volume(fixed_w[0, 0].numpy(), wgrid.affine), moving, fixed_mask=Volume(mask_w[0, 0].numpy(), wgrid.affine))
+        timings["affine_s"] = time.perf_counter() - t0
+    report(0.3, "deformable registration")
+
+    def compute(dev: torch.device) -> RegistrationResult:
+        return _deformable(
+            network.to(dev), moving, atlas, atlas_labels, moving_labels, atlas_mask, matrix, wgrid, fixed_w.to(dev),
+            mask_w.to(dev), refine, dev, report, timings, start,
+        )
+
+    return run_with_cpu_fallback(compute, torch_device)
+
+
+def _deformable(
+    network: RegistrationNetwork,
+    moving: Volume,
+    atlas: Volume,
+    atlas_labels: Volume | None,
+    moving_labels: Volume | None,
+    atlas_mask: Volume | None,
+    matrix: np.ndarray,
+    wgrid: Grid,
+    fixed_w: torch.Tensor,
+    mask_w: torch.Tensor,
+    refine: int,
+    device: torch.device,
+    report: Callable[[float, str], None],
+    timings: dict[str, float],
+    start: float,
+) -> RegistrationResult:
+    t0 = time.perf_counter()
+    moving_w = resample(moving, wgrid, matrix, device=device)
+    fixed_in, moving_in = prepare_network_inputs(fixed_w, moving_w, mask_w, wgrid)
+    with torch.no_grad():
+        displacement_w, velocity, lam = network.predict_displacement(moving_in, fixed_in, wgrid)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    timings["deformable_s"] = time.perf_counter() - t0
+
+    history: list[float] = []
+    if refine > 0:
+        t0 = time.perf_counter()
+        every = max(1, refine // 20)
+
+        def on_step(step: int, loss: float) -> None:
+            if step % every == 0 or step == refine - 1:
+                report(0.4 + 0.4 * (step + 1) / refine, f"refinement step {step + 1}/{refine}")
+
+        velocity, history = refine_velocity(network, velocity, lam, moving_in, fixed_in, mask_w, wgrid, steps=refine, step_callback=on_step)
+        with torch.no_grad():
+            displacement_w = network.integrate(velocity, wgrid)
+        timings["refine_s"] = time.perf_counter() - t0
+
+    report(0.85, "resampling the scan into atlas space")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        warped_w = warp_image(moving_in, displacement_w, wgrid)
+        lncc_w = -float(masked_lncc(warped_w, fixed_in, mask_w))
+        ncc_affine_w = brain_ncc(moving_in, fixed_in, mask_w)
+        ncc_w = brain_ncc(warped_w, fixed_in, mask_w)
+        grid = atlas.grid
+        deformable = displacement_w if grid == wgrid else resample_displacement(displacement_w, wgrid, grid)
+        total = compose_with_affine(matrix, deformable, grid)
+        warped = warp_image(to_tensor(moving, device), total, grid, moving.grid)
+        jacobian = jacobian_determinant(total, grid)
+        if atlas_mask is not None:
+            mask = (resample(atlas_mask, grid, labels=True, device=device) > 0).float()
+        elif grid == wgrid:
+            mask = mask_w
+        else:
+            mask = brain_mask_from_image(to_tensor(atlas, device))
+        ncc = brain_ncc(warped, to_tensor(atlas, device), mask)
+        jac_summary = jacobian_summary(jacobian, grid, mask[:, 0])
+        jac_summary["folding_ratio_nonpositive_all_voxels"] = float((jacobian <= 0).float().mean())
+        timings["resample_s"] = time.perf_counter() - t0
+
+        labels_on_moving = None
+        dice = None
+        if atlas_labels is not None:
+            report(0.9, "carrying atlas labels onto the scan")
+            t0 = time.perf_counter()
+            inverse_w = network.integrate(-velocity, wgrid)
+            to_atlas = affine_displacement(np.linalg.inv(matrix), moving.grid, device=device)  # A^-1 y - y
+            inverse_at = warp_image(inverse_w, to_atlas, moving.grid, wgrid, padding="border")
+            labels_t = torch.as_tensor(_label_volume(atlas_labels, grid, "atlas labels").array, device=device)[None, None]
+            carried = warp_labels(labels_t, to_atlas + inverse_at, moving.grid, atlas_labels.grid)
+            labels_on_moving = Volume(carried[0, 0].cpu().numpy().astype(np.int32), moving.affine)
+            timings["labels_s"] = time.perf_counter() - t0
+            if moving_labels is not None:
+                moving_t = torch.as_tensor(_label_volume(moving_labels, moving.grid, "moving labels").array, device=device)[None, None]
+                atlas_on_grid = atlas_labels.array if atlas_labels.grid == grid else resample(atlas_labels, grid, labels=True)[0, 0].numpy()
+                warped_labels = warp_labels(moving_t, total, grid, moving_labels.grid)[0, 0].cpu().numpy()
+                affine_only = warp_labels(moving_t, affine_displacement(matrix, grid, device=device), grid, moving_labels.grid)[0, 0].cpu().numpy()
+                dice = {
+                    "registered": dice_per_label(warped_labels, np.asarray(atlas_on_grid)),
+                    "affine_only": dice_per_label(affine_only, np.asarray(atlas_on_grid)),
+                }
+
+    lam_volume = Volume(upsample_field(lam, network.config.downsample)[0, 0].cpu().numpy().astype(np.float32), wgrid.affine)
+    timings["total_s"] = time.perf_counter() - start
+    summary = {
+        "device": describe_device(device),
+        "spatial_dims": wgrid.spatial_dims,
+        "working_grid": {"shape": list(wgrid.shape), "spacing_mm": list(wgrid.spacing)},
+        "affine_matrix_ras": np.asarray(matrix).tolist(),
+        "refine_steps": int(refine),
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "similarity": {
+            "ncc_brain": ncc,
+            "ncc_brain_working_grid": ncc_w,
+            "ncc_brain_affine_only_working_grid": ncc_affine_w,
+            "lncc_squared_brain_working_grid": lncc_w,
+        },
+        "jacobian": jac_summary,
+        "folding_ratio": jac_summary["folding_ratio_nonpositive"],
+        "log_detj_std_brain": jac_summary["log_detj_std"],
+        "lambda": {"min": float(lam.min()), "mean": float(lam.mean()), "max": float(lam.max())},
+    }
+    if history:
+        summary["refine_loss"] = {"first": history[0], "last": history[-1]}
+    if dice is not None:
+        summary["dice"] = dice
+    report(1.0, "done")
+    return RegistrationResult(
+        warped=Volume(warped[0, 0].cpu().numpy().astype(np.float32), atlas.affine),
+        displacement=total[0].cpu().numpy().astype(np.float32),
+        grid=grid,
+        jacobian=Volume(jacobian[0].cpu().numpy().astype(np.float32), atlas.affine),
+        labels_on_moving=labels_on_moving,
+        summary=summary,
+        lambda_map=lam_volume,
+        affine=np.asarray(matrix),
+    )

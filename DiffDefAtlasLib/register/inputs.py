@@ -1,0 +1,129 @@
+"""Putting a registration pair on the working grid: grid choice, affine resampling, masks and intensity scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..imageio import Volume
+from ..spatial import Grid, warp_image, warp_labels
+
+
+def working_grid_for(fixed: Grid, spacing_mm: float, multiple: int) -> Grid:
+    """The network's grid for a fixed image: ``fixed`` itself when it already has ``spacing_mm`` voxels and sizes that
+    are multiples of ``multiple``; otherwise a grid with the same orientation and centre, ``spacing_mm`` voxels and
+    sizes rounded up to ``multiple`` (covering at least the fixed field of view).
+
+    Example:
+        >>> g = Grid((159, 191, 159), np.diag([1.0, 1.0, 1.0, 1.0]))
+        >>> working_grid_for(g, 2.0, 16).shape
+        (80, 96, 80)
+    """
+    spacing = np.asarray(fixed.spacing)
+    shape = np.asarray(fixed.shape)
+    if np.allclose(spacing, spacing_mm, rtol=0.01) and not np.any(shape % multiple):
+        return fixed
+    n = fixed.spatial_dims
+    extent = shape * spacing
+    new_shape = np.maximum(np.ceil(extent / spacing_mm / multiple - 1e-6).astype(int), 1) * multiple
+    direction = fixed.linear / spacing[None, :]
+    centre = fixed.voxel_to_world_points((shape - 1) / 2.0)
+    affine = np.eye(n + 1)
+    affine[:n, :n] = direction * spacing_mm
+    affine[:n, n] = centre - affine[:n, :n] @ ((new_shape - 1) / 2.0)
+    return Grid(tuple(int(s) for s in new_shape), affine)
+
+
+def world_points(grid: Grid, dtype=torch.float32, device=None) -> torch.Tensor:
+    """RAS coordinates ``(1, ndim, *shape)`` of every point of ``grid``."""
+    n = grid.spatial_dims
+    axes = [torch.arange(s, dtype=torch.float64, device=device) for s in grid.shape]
+    index = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
+    linear = torch.as_tensor(np.array(grid.linear), dtype=torch.float64, device=device)
+    offset = torch.as_tensor(np.array(grid.affine[:n, n]), dtype=torch.float64, device=device).view(n, *([1] * n))
+    return (torch.einsum("ij,j...->i...", linear, index) + offset).to(dtype).unsqueeze(0)
+
+
+def affine_displacement(matrix: np.ndarray, grid: Grid, dtype=torch.float32, device=None) -> torch.Tensor:
+    """The displacement ``A x - x`` ``(1, ndim, *shape)`` in RAS mm of the affine map ``x -> A x`` on ``grid``.
+
+    Example:
+        >>> m = np.eye(3); m[0, 2] = 5.0
+        >>> float(affine_displacement(m, Grid((4, 4), np.eye(3)))[0, 0].mean())
+        5.0
+    """
+    n = grid.spatial_dims
+    x = world_points(grid, torch.float64, device)
+    a = torch.as_tensor(np.asarray(matrix, dtype=np.float64), device=device)
+    mapped = torch.einsum("ij,bj...->bi...", a[:n, :n], x) + a[:n, n].view(1, n, *([1] * n))
+    return (mapped - x).to(dtype)
+
+
+def compose_with_affine(matrix: np.ndarray, displacement: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """Displacement of ``x -> A (x + u(x))``: the deformable field ``u`` followed by the affine ``A`` (fixed -> moving)."""
+    n = grid.spatial_dims
+    x = world_points(grid, displacement.dtype, displacement.device)
+    a = torch.as_tensor(np.asarray(matrix, dtype=np.float64), dtype=displacement.dtype, device=displacement.device)
+    moved = x + displacement
+    mapped = torch.einsum("ij,bj...->bi...", a[:n, :n], moved) + a[:n, n].view(1, n, *([1] * n))
+    return mapped - x
+
+
+def to_tensor(volume: Volume, device=None, dtype=torch.float32) -> torch.Tensor:
+    """A volume's array as a ``(1, 1, *shape)`` tensor."""
+    return torch.as_tensor(np.ascontiguousarray(volume.array), device=device).to(dtype)[None, None]
+
+
+def resample(volume: Volume, grid: Grid, matrix: np.ndarray | None = None, *, labels: bool = False, device=None) -> torch.Tensor:
+    """Sample ``volume`` at ``A x`` for every point ``x`` of ``grid`` (``A`` = identity by default): ``(1, 1, *shape)``.
+
+    Linear interpolation for images (float32), nearest for ``labels`` (int64).
+    """
+    matrix = np.eye(grid.spatial_dims + 1) if matrix is None else matrix
+    displacement = affine_displacement(matrix, grid, torch.float64 if labels else torch.float32, device)
+    if labels:
+        return warp_labels(torch.as_tensor(np.asarray(volume.array).astype(np.int64), device=device)[None, None], displacement, grid, volume.grid)
+    return warp_image(to_tensor(volume, device), displacement, grid, volume.grid)
+
+
+def dilate(mask: torch.Tensor, voxels: int) -> torch.Tensor:
+    """Binary dilation of a ``(B, 1, *shape)`` mask by a cube of half-width ``voxels`` (max pooling)."""
+    if voxels <= 0:
+        return mask
+    n = mask.dim() - 2
+    pool = F.max_pool2d if n == 2 else F.max_pool3d
+    out = mask.float()
+    for axis in range(n):  # a cube is separable: one 1D max filter per axis
+        kernel = [1] * n
+        padding = [0] * n
+        kernel[axis], padding[axis] = 2 * voxels + 1, voxels
+        out = pool(out, tuple(kernel), stride=1, padding=tuple(padding))
+    return out
+
+
+def brain_mask_from_image(image: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
+    """A brain mask for a skull-stripped image: voxels above ``threshold`` times its 99th percentile, closed by one voxel."""
+    values = image[image > 0]
+    if values.numel() == 0:
+        return torch.zeros_like(image)
+    top = torch.quantile(values.float()[:: max(1, values.numel() // 50000)], 0.99)
+    mask = (image > threshold * top).float()
+    return 1.0 - dilate(1.0 - dilate(mask, 1), 1)
+
+
+def normalise_intensity(image: torch.Tensor, mask: torch.Tensor | None = None, percentile: float = 0.99) -> torch.Tensor:
+    """Scale intensities so the ``percentile`` of positive voxels (inside ``mask``) becomes 1; clip to [0, 1.5].
+
+    Example:
+        >>> x = torch.linspace(0, 200, 101).reshape(1, 1, 101)
+        >>> round(float(normalise_intensity(x).max()), 2)
+        1.01
+    """
+    values = image if mask is None else image[mask > 0]
+    values = values[values > 0]
+    if values.numel() == 0:
+        return image.clamp(0.0, 1.5)
+    step = max(1, values.numel() // 50000)
+    top = torch.quantile(values.float()[::step], percentile).clamp_min(1e-6)
+    return (image / top).clamp(0.0, 1.5)

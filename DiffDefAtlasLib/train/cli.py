@@ -1,0 +1,93 @@
+"""``diffdef-atlas train --stage autoencoder|diffusion|mp|export|registration --model NAME --work DIR``.
+
+Each stage resumes from the newest checkpoint in ``--work``; run it again to continue after an interruption.
+Several GPUs: ``torchrun --nproc_per_node=N -m DiffDefAtlasLib.cli.main train ...``.
+
+Example:
+    diffdef-atlas train --stage autoencoder --model brain3d --work work/brain3d --max-minutes 20
+    diffdef-atlas train --stage diffusion --model brain3d --work work/brain3d
+    diffdef-atlas train --stage export --model brain3d --work work/brain3d
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..device import DEVICE_CHOICES
+from ..errors import DiffDefInputError
+
+STAGES = ("autoencoder", "diffusion", "mp", "export", "registration")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``diffdef-atlas train``."""
+    from .recipes import RECIPES
+
+    parser.add_argument("--stage", required=True, choices=STAGES, help="training stage (export writes the bundled model)")
+    parser.add_argument("--model", default="brain3d", choices=sorted(RECIPES), help="which model to train")
+    parser.add_argument("--work", required=True, help="work folder: cached fields, checkpoints, loss logs")
+    parser.add_argument("--steps", type=int, default=None, help="total optimisation steps of the stage (default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="global batch size (default: the recipe's)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
+    parser.add_argument("--subjects", type=int, default=None, help="training fields to draw from the population model")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
+    parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time (checkpointed; run again to continue)")
+    parser.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    parser.add_argument("--export-to", default=None, help="export: model folder to write (default Resources/models/MODEL)")
+    parser.add_argument("--no-mp", action="store_true", help="export: leave out the morphology-preservation fine-tuning")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run one training stage."""
+    from .recipes import cached_fields, draft_card, recipe
+    from .stages import StageSettings, export_model, train_autoencoder, train_diffusion
+
+    if args.stage == "registration":
+        try:
+            from ..register.train import main as registration_main  # the registration helper's trainer
+        except ImportError as error:
+            raise DiffDefInputError(f"the registration training stage is not available ({error})") from None
+        return int(registration_main([]) or 0)
+    r = recipe(args.model)
+    work = Path(args.work)
+    fields = cached_fields(args.model, work, args.subjects, args.seed)
+    if args.stage == "export":
+        from ..imageio import write_image
+        from ..resources import resources_dir
+
+        folder = Path(args.export_to) if args.export_to else resources_dir() / "models" / args.model
+        _, files = draft_card(args.model, fields)
+        for filename, volume in files.items():
+            write_image(volume, folder / filename)
+        card = export_model(work, folder, use_mp=not args.no_mp)
+        print(f"Exported {card.name} to {folder} ({card.weights['bytes'] / 1e6:.1f} MB, sha256 {card.weights['sha256'][:12]}...)")
+        return 0
+    defaults = r.defaults.get(args.stage, {})
+    settings = StageSettings(
+        work_dir=work,
+        steps=args.steps or defaults.get("steps", 100),
+        batch_size=args.batch_size or defaults.get("batch_size", 4),
+        learning_rate=args.lr or defaults.get("learning_rate", 1e-3),
+        device=args.device,
+        mixed_precision=not args.no_amp,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        max_minutes=args.max_minutes,
+        progress=not args.quiet,
+    )
+    if args.stage == "autoencoder":
+        card, _ = draft_card(args.model, fields)
+        result = train_autoencoder(fields, settings, card)
+    elif args.stage == "diffusion":
+        result = train_diffusion(fields, settings)
+    else:
+        from .morphology import train_morphology
+
+        result = train_morphology(args.model, fields, settings)
+    state = "stopped early (run again to continue)" if result["stopped_early"] else "done"
+    print(f"{args.stage}: step {result['step']}/{settings.steps} {state}; {result['seconds']:.0f} s this run; last losses {result['losses'][-1] if result['losses'] else '-'}")
+    return 0

@@ -1,0 +1,149 @@
+"""What each bundled model is trained on: its data source, grids, template and default stage sizes.
+
+``brain3d``: the 3D population model (4 mm velocities, integrated on the 2 mm working grid, MNI template at 1 mm).
+``oasis2d``: OASIS-1 axial slices (velocities fitted by the population helper, OASIS 2D template).
+``synthetic2d`` / ``synthetic3d``: smooth synthetic fields, for tests and development only.
+
+The training fields are drawn once and cached in the work folder (``fields.npz``) so every stage and every rank of a
+distributed run sees the same data.
+
+Example:
+    >>> recipe = RECIPES["synthetic2d"]
+    >>> recipe.defaults["autoencoder"]["steps"] > 0
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import DiffDefInputError
+from ..generate.model_card import ConditionSpec, ModelCard
+from ..spatial.grid import Grid
+from .data import FieldSet, oasis2d_fields, population3d_fields, synthetic_fields
+
+
+@dataclass
+class Recipe:
+    """How to build one model: ``fields(subjects, seed)``, ``setup(fields)`` -> (working grid, output grid, template
+    entry, files to write beside the card), a description and default stage settings."""
+
+    name: str
+    description: str
+    fields: Callable[[int, int], FieldSet]
+    setup: Callable[[FieldSet], tuple[Grid, Grid, dict[str, Any], dict[str, Any]]]
+    subjects: int
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _brain3d_setup(fields: FieldSet):
+    from ..template import template_grid, working_grid
+
+    return working_grid(), template_grid("1mm"), {"kind": "mni152"}, {}
+
+
+def _oasis2d_setup(fields: FieldSet):
+    from ..population.oasis2d import load_oasis_template
+
+    template = load_oasis_template()
+    volumes = {"template.nii.gz": template}
+    entry: dict[str, Any] = {"kind": "files", "image": "template.nii.gz", "labels": ""}
+    labels = getattr(template, "labels", None)
+    image = getattr(template, "image", template)
+    if labels is not None:
+        volumes = {"template.nii.gz": image, "labels.nii.gz": labels}
+        entry["labels"] = "labels.nii.gz"
+    return image.grid, image.grid, entry, volumes
+
+
+def _synthetic_setup(fields: FieldSet):
+    from ..imageio import Volume
+
+    grid = fields.grid
+    fine = grid.zoomed(0.5)
+    coords = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in fine.shape], indexing="ij"))
+    radius = np.sqrt((coords**2).sum(0))
+    image = np.clip(1.2 - radius, 0, 1).astype(np.float32)
+    labels = (radius < 0.8).astype(np.uint8) * 3 + (radius < 0.3).astype(np.uint8)
+    return fine, fine, {"kind": "files", "image": "template.nii.gz", "labels": "labels.nii.gz", "label_names": {"3": "wm", "4": "lateral_ventricles"}}, {
+        "template.nii.gz": Volume(image, fine.affine),
+        "labels.nii.gz": Volume(labels, fine.affine),
+    }
+
+
+def _synthetic(spatial_dims: int) -> Callable[[int, int], FieldSet]:
+    def build(subjects: int, seed: int) -> FieldSet:
+        shape = (16, 20, 16) if spatial_dims == 3 else (24, 28)
+        return synthetic_fields(subjects, spatial_dims, shape=shape, seed=seed)
+
+    return build
+
+
+RECIPES: dict[str, Recipe] = {
+    "brain3d": Recipe(
+        "brain3d",
+        "3D conditional brain atlas (age, sex, ventricle volume) over the MNI ICBM152 2009a template; trained on the "
+        "DiffDefAtlas 3D population model of template-to-subject velocity fields.",
+        lambda subjects, seed: population3d_fields(subjects, seed),
+        _brain3d_setup,
+        subjects=1200,
+        defaults={"autoencoder": {"steps": 600, "batch_size": 4, "learning_rate": 2e-3}, "diffusion": {"steps": 3000, "batch_size": 32, "learning_rate": 1e-3}, "mp": {"steps": 40, "batch_size": 1, "learning_rate": 1e-5}},
+    ),
+    "oasis2d": Recipe(
+        "oasis2d",
+        "2D conditional atlas of OASIS-1 axial slices (age, sex, CDR, nWBV), trained on velocities fitted to the real "
+        "OASIS-1 training split.",
+        lambda subjects, seed: oasis2d_fields("train"),
+        _oasis2d_setup,
+        subjects=0,
+        defaults={"autoencoder": {"steps": 1500, "batch_size": 8, "learning_rate": 2e-3}, "diffusion": {"steps": 3000, "batch_size": 32, "learning_rate": 1e-3}, "mp": {"steps": 40, "batch_size": 1, "learning_rate": 1e-5}},
+    ),
+    "synthetic2d": Recipe("synthetic2d", "synthetic 2D test model", _synthetic(2), _synthetic_setup, subjects=64,
+                          defaults={"autoencoder": {"steps": 40, "batch_size": 8}, "diffusion": {"steps": 60, "batch_size": 16}, "mp": {"steps": 2, "batch_size": 1}}),
+    "synthetic3d": Recipe("synthetic3d", "synthetic 3D test model", _synthetic(3), _synthetic_setup, subjects=32,
+                          defaults={"autoencoder": {"steps": 20, "batch_size": 4}, "diffusion": {"steps": 40, "batch_size": 16}, "mp": {"steps": 2, "batch_size": 1}}),
+}
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe called ``name``."""
+    if name not in RECIPES:
+        raise DiffDefInputError(f"model {name!r}: no training recipe; expected one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def cached_fields(name: str, work_dir: str | Path, subjects: int | None = None, seed: int = 0) -> FieldSet:
+    """The training fields of recipe ``name``, drawn once and cached as ``fields.npz`` in ``work_dir``."""
+    import json
+
+    from ..atomic import atomic_path
+
+    r = recipe(name)
+    path = Path(work_dir) / "fields.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            grid = Grid(tuple(meta["shape"]), np.array(meta["affine"]))
+            specs = [ConditionSpec(**s) for s in meta["specs"]]
+            conditions = {s.name: data[f"c_{s.name}"] for s in specs}
+            return FieldSet(data["velocities"].astype(np.float32), conditions, grid, specs, meta["source"], meta["info"])
+    fields = r.fields(subjects or r.subjects, seed)
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    meta = {"shape": list(fields.grid.shape), "affine": fields.grid.affine.tolist(), "specs": [vars(s) for s in fields.specs], "source": fields.source, "info": fields.info}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as stream:
+            np.savez(stream, velocities=fields.velocities.astype(np.float16), meta=json.dumps(meta), **{f"c_{k}": v for k, v in fields.conditions.items()})
+    return cached_fields(name, work_dir)  # read back, so every stage sees exactly the stored (float16) fields
+
+
+def draft_card(name: str, fields: FieldSet) -> tuple[ModelCard, dict[str, Any]]:
+    """A new draft card for recipe ``name`` and the template files to write beside the exported model."""
+    from .stages import new_draft
+
+    r = recipe(name)
+    working, output, template, files = r.setup(fields)
+    return new_draft(name, fields, working, output, template, r.description), files

@@ -1,0 +1,445 @@
+"""Tests of DiffDefAtlasLib.scene: what the Slicer module shows, checked without Slicer.
+
+Slicer volumes are ``vtkImageData`` with an IJK-to-RAS matrix, read as ``[k, j, i]`` numpy arrays; its grid transforms
+are ``vtkImageData`` of RAS vectors. The references are VTK itself (``vtkImageData`` indexing and geometry,
+``vtkMatrix4x4``, ``vtkGridTransform``), SimpleITK and nibabel reading the same NIfTI file, and closed-form values.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from DiffDefAtlasLib import scene
+from DiffDefAtlasLib.errors import DiffDefInputError
+from DiffDefAtlasLib.imageio import Volume
+from DiffDefAtlasLib.spatial import Grid
+from DiffDefAtlasLib.spatial.convert import displacement_to_slicer_array
+
+vtk_data = pytest.importorskip("vtkmodules.vtkCommonDataModel")
+vtk_math = pytest.importorskip("vtkmodules.vtkCommonMath")
+vtk_hybrid = pytest.importorskip("vtkmodules.vtkFiltersHybrid")
+from vtkmodules.util import numpy_support  # noqa: E402
+
+
+def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _oblique_affine(spacing=(1.2, 0.9, 2.5), origin=(-31.0, 12.5, 40.0), angles=(0.3, -0.2, 0.5), flip=True) -> np.ndarray:
+    affine = np.eye(4)
+    direction = _rotation(*angles)
+    if flip:
+        direction[:, 0] *= -1  # an LAS-like axis, as in many scanner files
+    affine[:3, :3] = direction * np.asarray(spacing)[None, :]
+    affine[:3, 3] = origin
+    return affine
+
+
+def _vtk_image(array_kji: np.ndarray, ijk_to_ras: np.ndarray):
+    """A vtkImageData as Slicer holds a volume: scalars in VTK point order, geometry from the IJK-to-RAS matrix."""
+    geometry = scene.split_ijk_to_ras(ijk_to_ras)
+    image = vtk_data.vtkImageData()
+    image.SetDimensions(array_kji.shape[2], array_kji.shape[1], array_kji.shape[0])
+    image.SetSpacing(*geometry.spacing)
+    image.SetOrigin(*geometry.origin)
+    image.SetDirectionMatrix([float(v) for v in geometry.directions.ravel()])
+    components = 1 if array_kji.ndim == 3 else array_kji.shape[3]
+    scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(array_kji).reshape(-1, components), deep=True)
+    image.GetPointData().SetScalars(scalars)
+    return image
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# volumes <-> Slicer arrays
+
+
+def test_slicer_array_indexes_like_vtk_image_data():
+    """Reference: vtkImageData. The [k, j, i] array loaded into VTK point order holds volume.array[i, j, k] at (i, j, k),
+    and VTK's own index-to-physical mapping (origin, spacing, direction) equals the volume affine."""
+    rng = np.random.default_rng(0)
+    volume = Volume(rng.normal(size=(7, 5, 4)).astype(np.float32), _oblique_affine())
+    array, ijk_to_ras = scene.volume_to_slicer_array(volume)
+    assert array.shape == (4, 5, 7) and array.flags.c_contiguous
+    image = _vtk_image(array, ijk_to_ras)
+    for i, j, k in [(0, 0, 0), (6, 4, 3), (2, 3, 1), (5, 0, 2)]:
+        assert image.GetScalarComponentAsDouble(i, j, k, 0) == pytest.approx(float(volume.array[i, j, k]))
+        point = [0.0, 0.0, 0.0]
+        image.TransformIndexToPhysicalPoint(i, j, k, point)
+        np.testing.assert_allclose(point, (volume.affine @ [i, j, k, 1.0])[:3], atol=1e-9)
+
+
+def test_ijk_to_ras_matrix_maps_voxels_like_vtk_matrix4x4():
+    """Reference: vtkMatrix4x4.MultiplyPoint (what Slicer's SetIJKToRASMatrix stores) and nibabel's apply_affine."""
+    volume = Volume(np.zeros((3, 4, 5), np.float32), _oblique_affine())
+    _, ijk_to_ras = scene.volume_to_slicer_array(volume)
+    matrix = vtk_math.vtkMatrix4x4()
+    matrix.DeepCopy([float(v) for v in ijk_to_ras.ravel()])
+    for ijk in ([0, 0, 0], [2, 3, 4], [1.5, 0.5, 2.0]):
+        expected = nib.affines.apply_affine(volume.affine, ijk)
+        np.testing.assert_allclose(matrix.MultiplyPoint([*ijk, 1.0])[:3], expected, atol=1e-9)
+
+
+def test_slicer_array_equals_simpleitk_array_of_the_same_file(tmp_path):
+    """Reference: SimpleITK reading a NIfTI written by nibabel. SimpleITK arrays are [k, j, i] like Slicer's, and its
+    LPS geometry converted to RAS is Slicer's IJK-to-RAS matrix."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 1000, size=(6, 8, 5)).astype(np.int16)
+    affine = _oblique_affine()
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+    image = nib.load(str(path))
+    volume = Volume(np.asarray(image.dataobj), image.affine)
+    array, ijk_to_ras = scene.volume_to_slicer_array(volume)
+
+    reference = sitk.ReadImage(str(path))
+    np.testing.assert_array_equal(array, sitk.GetArrayFromImage(reference))
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    direction = np.array(reference.GetDirection()).reshape(3, 3)
+    expected = np.eye(4)
+    expected[:3, :3] = lps_to_ras @ direction @ np.diag(reference.GetSpacing())
+    expected[:3, 3] = lps_to_ras @ np.array(reference.GetOrigin())
+    np.testing.assert_allclose(ijk_to_ras, expected, atol=1e-5)
+
+
+def test_volume_round_trip_is_exact_and_copies():
+    """Reference: the original array and affine: to-Slicer and back gives them exactly, as an independent copy."""
+    volume = Volume(np.random.default_rng(2).normal(size=(4, 5, 6)).astype(np.float32), _oblique_affine())
+    kji, matrix = scene.volume_to_slicer_array(volume)
+    back = scene.volume_from_slicer_array(kji, matrix)
+    np.testing.assert_array_equal(back.array, volume.array)
+    np.testing.assert_allclose(back.affine, volume.affine)
+    kji[0, 0, 0] = 99.0  # changing the Slicer-side array afterwards leaves the result alone
+    assert back.array[0, 0, 0] != 99.0
+
+
+def test_slicer_array_types_and_errors():
+    """Slicer rejects 64-bit integer voxels and booleans display badly: they become int32 / uint8. 2D is refused."""
+    kji, _ = scene.volume_to_slicer_array(Volume(np.ones((2, 3, 4), np.int64), np.eye(4)))
+    assert kji.dtype == np.int32
+    kji, _ = scene.volume_to_slicer_array(Volume(np.ones((2, 3, 4), bool), np.eye(4)))
+    assert kji.dtype == np.uint8
+    with pytest.raises(DiffDefInputError):
+        scene.volume_to_slicer_array(Volume(np.ones((2, 3), np.float32), np.eye(3)))
+    with pytest.raises(DiffDefInputError):
+        scene.volume_from_slicer_array(np.zeros((2, 3, 4)), np.eye(3))
+    with pytest.raises(DiffDefInputError):
+        scene.volume_from_slicer_array(np.zeros((2, 3, 4, 3)), np.eye(4))  # vector volumes are not library Volumes
+
+
+def test_split_ijk_to_ras_recomposes_and_rejects_shear():
+    """Reference: the input matrix (origin, spacing and directions must recompose it) and VTK's direction convention."""
+    affine = _oblique_affine()
+    geometry = scene.split_ijk_to_ras(affine)
+    np.testing.assert_allclose(geometry.ijk_to_ras(), affine, atol=1e-12)
+    np.testing.assert_allclose(geometry.spacing, (1.2, 0.9, 2.5))
+    np.testing.assert_allclose(geometry.directions.T @ geometry.directions, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(geometry.direction_matrix4()[:3, :3], geometry.directions)
+    sheared = np.eye(4)
+    sheared[0, 1] = 0.5
+    with pytest.raises(DiffDefInputError, match="shear"):
+        scene.split_ijk_to_ras(sheared)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# grid transforms
+
+
+def test_grid_transform_image_moves_points_like_vtk_grid_transform():
+    """Reference: vtkGridTransform (what vtkOrientedGridTransform reduces to for axis-aligned grids). A grid built from
+    ``displacement_to_slicer_array`` + ``split_ijk_to_ras`` maps x to x + u(x), on and between grid points, for an
+    affine field u(x) = A x + b (trilinear interpolation is exact for it)."""
+    shape = (9, 7, 6)
+    affine = np.diag([2.0, 3.0, 2.5, 1.0])
+    affine[:3, 3] = (-8.0, 5.0, -6.0)
+    grid = Grid(shape, affine)
+    a = np.array([[0.02, -0.01, 0.03], [0.01, 0.04, 0.0], [-0.02, 0.0, 0.01]])
+    b = np.array([1.5, -2.0, 0.7])
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1).astype(float)
+    world = grid.voxel_to_world_points(ijk)
+    u = np.moveaxis(world @ a.T + b, -1, 0).astype(np.float32)  # (3, I, J, K)
+
+    array, ijk_to_ras = displacement_to_slicer_array(u, grid)
+    geometry = scene.split_ijk_to_ras(ijk_to_ras)
+    np.testing.assert_allclose(geometry.directions, np.eye(3))
+    image = vtk_data.vtkImageData()
+    image.SetOrigin(*geometry.origin)
+    image.SetSpacing(*geometry.spacing)
+    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.reshape(-1, 3).astype(np.float64), deep=True))
+    transform = vtk_hybrid.vtkGridTransform()
+    transform.SetDisplacementGridData(image)
+    transform.SetInterpolationModeToLinear()
+
+    for index in [(0, 0, 0), (8, 6, 5), (4, 3, 2)]:
+        x = world[index]
+        np.testing.assert_allclose(transform.TransformPoint(*x), x + u[(slice(None), *index)], atol=1e-4)
+    x = grid.voxel_to_world_points(np.array([3.5, 2.25, 1.75]))
+    np.testing.assert_allclose(transform.TransformPoint(*x), x + a @ x + b, atol=1e-4)
+
+
+def test_displacement_magnitude_matches_numpy_norm():
+    """Reference: numpy.linalg.norm over the vector axis."""
+    u = np.random.default_rng(3).normal(size=(3, 4, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(scene.displacement_magnitude(u), np.linalg.norm(u, axis=0), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# display choices
+
+
+def test_jacobian_window_is_centred_on_one_and_robust():
+    """Reference: numpy percentile of |det J - 1| and the requested limits."""
+    rng = np.random.default_rng(4)
+    jacobian = 1.0 + 0.2 * rng.standard_normal(10000)
+    jacobian[:5] = 50.0  # a few outliers must not stretch the colour scale
+    window = scene.jacobian_window_level(jacobian)
+    assert window.level == 1.0
+    assert window.window / 2 == pytest.approx(np.percentile(np.abs(jacobian - 1.0), 99.0))
+    assert window.minimum == pytest.approx(2.0 - window.maximum)
+    assert scene.jacobian_window_level(np.ones(10)).window == pytest.approx(0.1)  # lower limit 0.05 each side
+    assert scene.jacobian_window_level(np.full(10, 9.0)).window == pytest.approx(2.0)  # upper limit 1.0
+    assert scene.jacobian_window_level(half_width=0.3) == scene.WindowLevel(0.6, 1.0)
+    with pytest.raises(ValueError):
+        scene.jacobian_window_level()
+
+
+def test_magnitude_window_starts_at_zero():
+    """Reference: numpy percentile; at least 1 mm so a near-identity field is not all bright."""
+    window = scene.magnitude_window_level(np.linspace(0, 20, 1001))
+    assert window.minimum == pytest.approx(0.0) and window.maximum == pytest.approx(np.percentile(np.linspace(0, 20, 1001), 99))
+    assert scene.magnitude_window_level(np.zeros(10)).maximum == pytest.approx(1.0)
+
+
+def test_overlay_colours_follow_the_diverging_map():
+    """Reference: the blue-white-red end and middle colours and linear blending with the grey background."""
+    window = scene.WindowLevel(1.0, 1.0)  # det J from 0.5 (blue) to 1.5 (red)
+    background = np.array([[0.0, 100.0], [0.0, 100.0]])
+    jacobian = np.array([[0.5, 1.0], [1.5, 3.0]])
+    rgb = scene.overlay_rgb(background, jacobian, window, opacity=1.0, background_percentiles=(0, 100))
+    assert rgb[0, 0].tolist() == [59, 76, 192]
+    assert rgb[0, 1].tolist() == [221, 221, 221]
+    assert rgb[1, 0].tolist() == [180, 4, 38] == rgb[1, 1].tolist()  # clipped beyond the window
+    grey = scene.overlay_rgb(background, jacobian, window, opacity=0.0, background_percentiles=(0, 100))
+    assert grey[0, 0].tolist() == [0, 0, 0] and grey[0, 1].tolist() == [255, 255, 255]
+    half = scene.overlay_rgb(background, jacobian, window, opacity=0.5, background_percentiles=(0, 100))
+    assert half[0, 1].tolist() == [238, 238, 238]  # (255 + 221) / 2
+    with pytest.raises(ValueError):
+        scene.overlay_rgb(np.zeros((2, 2)), np.zeros((3, 2)), window)
+
+
+def test_orthogonal_overlay_samples_both_grids_in_world_space(tmp_path):
+    """Reference: a Jacobian that is 0.5 (blue) on the patient's right half and 1.5 (red) on the left, on a coarser grid
+    than the atlas. In the radiological axial and coronal panels the right half of the patient is on screen left."""
+    atlas = Volume(np.full((40, 30, 20), 100.0, np.float32), np.diag([1.0, 1.0, 1.0, 1.0]))
+    coarse = np.diag([2.0, 2.0, 2.0, 1.0])
+    det = np.where(np.arange(20)[:, None, None] >= 10, 0.5, 1.5) * np.ones((20, 15, 10))  # R >= 20 mm: right half
+    jacobian = Volume(det.astype(np.float32), coarse)
+    rgb = scene.orthogonal_overlay(atlas, jacobian, window_level=scene.WindowLevel(1.0, 1.0), opacity=1.0)
+    axial_width = 40
+    assert rgb.shape[1] == axial_width + 40 + 30
+    row = 15
+    assert rgb[row, 2].tolist() == [59, 76, 192]  # screen left = high R = right half = blue (shrinking)
+    assert rgb[row, axial_width - 3].tolist() == [180, 4, 38]
+    from PIL import Image
+
+    Image.fromarray(rgb).save(tmp_path / "overlay.png")  # the README figure is saved this way
+    assert Image.open(tmp_path / "overlay.png").size == (rgb.shape[1], rgb.shape[0])
+
+
+def test_label_colors_use_the_template_table():
+    """Reference: the template's LABEL_NAMES / LABEL_COLORS (0..255), scaled to 0..1; background is skipped."""
+    from DiffDefAtlasLib.template import LABEL_COLORS, LABEL_NAMES
+
+    rows = scene.label_colors(LABEL_NAMES, LABEL_COLORS)
+    assert [r[0] for r in rows] == sorted(v for v in LABEL_NAMES if v != 0)
+    for value, name, rgb in rows:
+        np.testing.assert_allclose(rgb, np.array(LABEL_COLORS[value]) / 255.0, atol=1e-3)
+        assert "_" not in name
+    assert dict((v, n) for v, n, _ in rows)[1] == "CSF"
+    unknown = scene.label_colors({0: "bg", 7: "lesion", 9: "other"})
+    assert unknown[0][2] != unknown[1][2]
+
+
+def test_folding_from_jacobian_counts_nonpositive_voxels():
+    """Reference: the library's folding rule det J <= 0 (DiffDefAtlasLib.spatial.folding_mask)."""
+    import torch
+
+    from DiffDefAtlasLib.spatial import folding_mask
+
+    det = np.random.default_rng(5).normal(1.0, 0.8, size=(6, 7, 8)).astype(np.float32)
+    expected = folding_mask(torch.from_numpy(det)).numpy().astype(np.uint8)
+    np.testing.assert_array_equal(scene.folding_from_jacobian(det), expected)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# condition controls from a model card
+
+
+def _card(**overrides):
+    conditions = [
+        SimpleNamespace(name="age", kind="continuous", minimum=45.0, maximum=85.0, units="years", choices=None, default=65.0),
+        SimpleNamespace(name="sex", kind="categorical", minimum=None, maximum=None, units="", choices=["F", "M"], default="M"),
+        SimpleNamespace(name="ventricle_volume_ml", kind="continuous", minimum=5.0, maximum=60.0, units="mL", choices=None,
+                        default=None),
+    ]
+    return SimpleNamespace(name="brain3d", spatial_dims=3, description="test", conditions=overrides.get("conditions", conditions))
+
+
+def test_condition_controls_show_the_trained_range():
+    """Reference: the model card values. Sliders cover exactly the trained range unless extrapolation is allowed."""
+    age, sex, ventricles = scene.condition_controls(_card())
+    assert (age.slider_minimum, age.slider_maximum) == (45.0, 85.0)
+    assert age.label == "age (years)" and age.trained_range_text == "trained: 45–85 years"
+    assert age.single_step == 0.5 and age.decimals == 1 and age.default == 65.0
+    assert sex.is_categorical and sex.choices == ("F", "M") and sex.default == "M"
+    assert sex.trained_range_text == "choices: F, M"
+    assert ventricles.default == pytest.approx(32.5)  # no default: middle of the range
+    assert ventricles.label == "ventricle volume ml (mL)"
+    assert scene.default_conditions([age, sex]) == {"age": 65.0, "sex": "M"}
+
+
+def test_extrapolation_widens_sliders_but_not_below_zero():
+    """Reference: margin x span beyond each end, clipped at 0 for non-negative quantities (ages, volumes)."""
+    age, _, ventricles = scene.condition_controls(_card(), allow_extrapolation=True)
+    assert (age.slider_minimum, age.slider_maximum) == (35.0, 95.0)
+    assert ventricles.slider_minimum == 0.0 and ventricles.slider_maximum == pytest.approx(73.75)
+    assert (age.minimum, age.maximum) == (45.0, 85.0)  # the trained range itself does not move
+    assert age.is_outside_trained_range(90) and not age.is_outside_trained_range(85)
+    assert age.clamp(200) == 95.0
+    blocked = scene.condition_controls(_card())[0]
+    assert blocked.clamp(90) == 85.0  # without extrapolation a stored 90 comes back as 85
+
+
+def test_conditions_outside_trained_range_and_json_round_trip():
+    """Reference: hand-picked values on both sides of the trained range; JSON text round trip."""
+    controls = scene.condition_controls(_card(), allow_extrapolation=True)
+    conditions = {"age": 90.0, "sex": "F", "ventricle_volume_ml": 10.0}
+    assert scene.conditions_outside_trained_range(controls, conditions) == ["age"]
+    assert scene.conditions_outside_trained_range(controls, {"sex": "X"}) == ["sex"]
+    text = scene.conditions_to_json(conditions)
+    assert scene.conditions_from_json(text) == conditions
+    assert scene.conditions_from_json("") == {}
+    with pytest.raises(DiffDefInputError):
+        scene.conditions_from_json("[1, 2]")
+
+
+def test_bad_model_cards_are_input_errors():
+    """A card without a usable range or choices is reported with the model and condition name."""
+    bad_range = [SimpleNamespace(name="age", kind="continuous", minimum=50, maximum=50, units="", choices=None, default=None)]
+    with pytest.raises(DiffDefInputError, match="age"):
+        scene.condition_controls(_card(conditions=bad_range))
+    no_choices = [SimpleNamespace(name="sex", kind="categorical", minimum=None, maximum=None, units="", choices=[], default=None)]
+    with pytest.raises(DiffDefInputError, match="sex"):
+        scene.condition_controls(_card(conditions=no_choices))
+
+
+@pytest.mark.parametrize(("span", "step"), [(45.0, 0.5), (1.0, 0.01), (3000.0, 50.0), (0.3, 0.005), (7.0, 0.1)])
+def test_nice_step_gives_about_a_hundred_round_steps(span, step):
+    """Reference: 1-2-5 steps; span / step lies between 50 and 100 steps."""
+    assert scene.nice_step(span) == pytest.approx(step)
+    assert 40 <= span / scene.nice_step(span) <= 100
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# devices and dependencies
+
+
+def test_device_choice_maps_combo_box_text():
+    assert [scene.device_choice(t) for t in ("Auto", "CPU", "CUDA (GPU)", "cuda", "")] == ["auto", "cpu", "cuda", "cuda", "auto"]
+    with pytest.raises(DiffDefInputError):
+        scene.device_choice("TPU")
+
+
+def test_describe_device_names_the_device_or_explains():
+    """Reference: torch.cuda.is_available(): CUDA without a GPU gives the library's explanation, not an exception."""
+    import torch
+
+    assert scene.describe_device("cpu").startswith("cpu (")
+    text = scene.describe_device("cuda")
+    if torch.cuda.is_available():
+        assert "GiB free" in text
+    else:
+        assert "CUDA" in text and "no CUDA GPU" in text
+
+
+def test_missing_requirements_compares_lower_bounds():
+    """Reference: hand-made installed versions (a lookup table instead of importlib.metadata)."""
+    installed = {"monai": "1.3.2", "nibabel": "5.2.1", "safetensors": "0.4.3", "tqdm": "4.66.1rc1"}
+    assert scene.missing_requirements(version_of=installed.__getitem__) == ["monai>=1.4"]
+    assert scene.missing_requirements(["torch"], version_of=installed.__getitem__) == ["torch"]
+    assert scene.requirement_name("safetensors>=0.4") == "safetensors"
+    assert scene.requirement_name("monai[nibabel] >= 1.4") == "monai"
+    assert scene.missing_requirements() == []  # this environment has everything the extension installs
+
+
+def test_scene_and_process_import_without_torch():
+    """Reference: a fresh interpreter's sys.modules. The Slicer module imports these two at file scope, before the user
+    has installed torch, so they must not pull in torch, MONAI, nibabel or SimpleITK."""
+    code = (
+        "import sys, DiffDefAtlasLib.scene, DiffDefAtlasLib.process; "
+        "print(','.join(m for m in ('torch', 'monai', 'nibabel', 'SimpleITK') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# export
+
+
+def test_export_stem_is_stable_and_file_system_safe():
+    assert scene.export_stem("brain3d", {"sex": "F", "age": 72.0}) == "brain3d_age-72_sex-F_seed-0"
+    assert scene.export_stem("brain3d", {"age": 72.5, "group": "a/b c"}, seed=4) == "brain3d_age-72.5_group-a-b-c_seed-4"
+    assert scene.export_stem("m", {}) == "m_seed-0"
+
+
+def test_export_atlas_writes_readable_files(tmp_path):
+    """Reference: nibabel reading the written files (voxels, affine, intent 1006 RAS displacement) and json."""
+    rng = np.random.default_rng(6)
+    affine = _oblique_affine(spacing=(1.0, 1.0, 1.0))
+    atlas = Volume(rng.normal(size=(6, 7, 5)).astype(np.float32), affine)
+    labels = Volume(rng.integers(0, 5, size=(6, 7, 5)).astype(np.uint8), affine)
+    coarse = Grid((3, 4, 3), _oblique_affine(spacing=(2.0, 2.0, 2.0)))
+    u = rng.normal(size=(3, 3, 4, 3)).astype(np.float32)
+    jacobian = Volume(rng.normal(1.0, 0.7, size=(3, 4, 3)).astype(np.float32), coarse.affine)
+    written = scene.export_atlas(tmp_path / "out", "brain3d_age-72_seed-0", atlas=atlas, labels=labels, displacement=u,
+                                 grid=coarse, jacobian=jacobian, summary={"model": "brain3d", "conditions": {"age": 72}})
+    assert set(written) == set(scene.EXPORT_SUFFIXES)
+    assert written["atlas"].name == "brain3d_age-72_seed-0_atlas.nii.gz"
+
+    image = nib.load(str(written["atlas"]))
+    np.testing.assert_allclose(np.asarray(image.dataobj), atlas.array, rtol=1e-6)
+    np.testing.assert_allclose(image.affine, affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(written["labels"])).dataobj), labels.array)
+    field = nib.load(str(written["displacement"]))
+    assert int(field.header["intent_code"]) == 1006
+    np.testing.assert_allclose(np.moveaxis(np.asarray(field.dataobj)[:, :, :, 0, :], -1, 0), u, rtol=1e-6)
+    np.testing.assert_allclose(field.affine, coarse.affine, atol=1e-4)
+    folding = np.asarray(nib.load(str(written["folding"])).dataobj)
+    np.testing.assert_array_equal(folding, (jacobian.array <= 0).astype(np.uint8))
+    assert json.loads(written["summary"].read_text())["conditions"] == {"age": 72}
+
+
+def test_export_atlas_refuses_a_file_as_folder(tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    atlas = Volume(np.zeros((2, 2, 2), np.float32), np.eye(4))
+    with pytest.raises(DiffDefInputError, match="folder"):
+        scene.export_atlas(target, "x", atlas=atlas)
+    with pytest.raises(ValueError, match="grid"):
+        scene.export_atlas(tmp_path / "o", "x", atlas=atlas, displacement=np.zeros((3, 2, 2, 2)))
