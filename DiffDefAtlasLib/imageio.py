@@ -1,4 +1,4 @@
-"""Image reading and writing (NIfTI, NRRD, MHA, MGH, DICOM series, 2D formats) through SimpleITK.
+"""Image reading and writing (NIfTI, NRRD, MHA, DICOM series, 2D formats) through SimpleITK; MGH/MGZ through nibabel.
 
 A :class:`Volume` is a numpy array indexed ``[i, j(, k)]`` plus its affine from voxel index to RAS mm, the
 same convention as nibabel. Orientation is preserved exactly: reading a file and writing it back keeps its
@@ -7,6 +7,7 @@ voxel order and world geometry.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,78 @@ from .errors import DiffDefInputError
 from .spatial.convert import itk_to_ras_affine, ras_affine_to_itk
 from .spatial.grid import Grid
 
-#: Refuse images above this many bytes (as float32) before reading their voxels.
+#: Image size limit (bytes, as the requested dtype) when the physical memory cannot be determined.
 DEFAULT_MAX_BYTES = 4 * 1024**3
+
+#: :func:`check_image` refuses images with fewer voxels than this along an axis (derivatives need a few).
+MIN_AXIS_VOXELS = 4
+
+#: Environment variable overriding the default image size limit, in GiB (e.g. ``DIFFDEF_ATLAS_MAX_IMAGE_GB=2``).
+MAX_IMAGE_GB_ENV = "DIFFDEF_ATLAS_MAX_IMAGE_GB"
+
+
+def physical_memory_bytes() -> int | None:
+    """Physical memory in bytes, or the container's memory limit when lower (``None`` where ``os.sysconf`` cannot
+    tell, e.g. on Windows).
+
+    Example:
+        >>> physical_memory_bytes() is None or physical_memory_bytes() > 0
+        True
+    """
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    if pages <= 0 or page_size <= 0:
+        return None
+    memory = int(pages) * int(page_size)
+    limit = _cgroup_memory_limit()
+    return min(memory, limit) if limit else memory
+
+
+def _cgroup_memory_limit() -> int | None:
+    """The memory limit of this process's container (cgroup v2 or v1), or ``None`` when there is none."""
+    for name in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(name, encoding="ascii") as stream:
+                text = stream.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < 1 << 60:  # "max" or a huge number: no limit
+            return int(text)
+    return None
+
+
+def default_max_bytes() -> int:
+    """The largest image :func:`read_image` accepts by default: a quarter of the physical memory (processing holds
+    several copies of an image), 4 GiB where the memory is unknown; ``DIFFDEF_ATLAS_MAX_IMAGE_GB`` overrides it.
+
+    Example:
+        >>> default_max_bytes() > 0
+        True
+    """
+    override = os.environ.get(MAX_IMAGE_GB_ENV, "").strip()
+    if override:
+        try:
+            value = float(override)
+        except ValueError:
+            raise DiffDefInputError(f"{MAX_IMAGE_GB_ENV}: expected a number of GiB, found {override!r}") from None
+        if not value > 0:
+            raise DiffDefInputError(f"{MAX_IMAGE_GB_ENV}: expected a positive number of GiB, found {override!r}")
+        return int(value * 1024**3)
+    memory = physical_memory_bytes()
+    return DEFAULT_MAX_BYTES if memory is None else memory // 4
+
+
+def _check_size(path: Path, shape, components: int, dtype, max_bytes: int) -> None:
+    """Refuse an image whose voxels (as ``dtype``; 8 bytes when kept native) would exceed ``max_bytes``."""
+    itemsize = np.dtype(dtype).itemsize if dtype is not None else 8
+    nbytes = float(np.prod([float(s) for s in shape])) * max(int(components), 1) * itemsize
+    if nbytes > max_bytes:
+        raise DiffDefInputError(
+            f"{path}: image of size {'x'.join(str(int(s)) for s in shape)} needs {nbytes / 1024**3:.1f} GiB, "
+            f"more than the {max_bytes / 1024**3:.1f} GiB allowed (set {MAX_IMAGE_GB_ENV} to change the limit)"
+        )
 
 
 @dataclass
@@ -81,19 +152,111 @@ def verify_gzip_stream(path: Path, chunk: int = 1 << 22) -> None:
         raise DiffDefInputError(f"{_describe(path)}: corrupt or truncated gzip data ({error})") from error
 
 
-def _check_nifti_spacing(path: Path) -> None:
-    """Refuse zero or negative voxel sizes in a NIfTI header (readers silently replace them by 1)."""
+def _nifti_header(path: Path):
+    """The raw NIfTI-1/2 header of ``path`` (values as stored, not "fixed"), or ``None`` when it cannot be parsed."""
+    import io
+
     import nibabel as nib
 
     try:
         with nib.openers.Opener(str(path)) as stream:
-            header = nib.Nifti1Header.from_fileobj(stream, check=False)  # raw values, not "fixed" ones
+            raw = stream.read(540)
+        size = int(np.frombuffer(raw[:4], "<i4")[0])
+        if size not in (348, 540):
+            size = int(np.frombuffer(raw[:4], ">i4")[0])
+        header_class = nib.Nifti2Header if size == 540 else nib.Nifti1Header
+        return header_class.from_fileobj(io.BytesIO(raw), check=False)
     except Exception:
-        return  # SimpleITK reports unreadable files below
+        return None  # SimpleITK reports unreadable files
+
+
+def _inspect_nifti(path: Path, max_bytes: int, dtype) -> None:
+    """Checks of a NIfTI file before SimpleITK reads it, from its raw header and one streaming pass over its voxels.
+
+    - zero or negative voxel sizes (readers silently replace them by 1);
+    - the size limit, from the header, before any voxel is allocated;
+    - truncated voxel data or gzip stream (SimpleITK silently reads a truncated gzip stream as a partial image);
+    - NaN or Inf voxels (SimpleITK's NIfTI reader silently turns them into 0).
+    """
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    header = _nifti_header(path)
+    if header is None:
+        if path.name.lower().endswith(".gz"):
+            verify_gzip_stream(path)
+        return
     ndim = int(header["dim"][0])
+    if not 1 <= ndim <= 7:
+        return  # SimpleITK reports the malformed header
+    shape = [int(d) for d in header["dim"][1 : ndim + 1]]
     zooms = [float(z) for z in header["pixdim"][1 : min(ndim, 3) + 1]]
     if any(not np.isfinite(z) or z <= 0 for z in zooms):
         raise DiffDefInputError(f"{_describe(path)}: voxel spacing must be positive, found {tuple(zooms)} in the header")
+    if any(d < 0 for d in shape):
+        raise DiffDefInputError(f"{_describe(path)}: negative image size {tuple(shape)} in the header")
+    _check_size(path, shape, 1, dtype, max_bytes)
+    try:
+        stored = header.get_data_dtype()
+    except Exception:
+        return
+    minimum_offset = 544 if isinstance(header, nib.Nifti2Header) else 352  # single-file NIfTI: voxels follow the header
+    offset = max(int(header["vox_offset"]), minimum_offset)
+    expected = int(np.prod(shape, dtype=np.int64)) * stored.itemsize
+    check_values = stored.kind in "fc"
+    is_gz = path.name.lower().endswith(".gz")
+    if not (is_gz or check_values):
+        return
+    chunk = (1 << 22) // max(stored.itemsize, 1) * max(stored.itemsize, 1)
+    found = bad = 0
+    opener = gzip.open if is_gz else open
+    try:
+        with opener(path, "rb") as stream:
+            stream.read(offset)
+            while found < expected:
+                block = stream.read(min(chunk, expected - found))
+                if not block:
+                    break
+                found += len(block)
+                if check_values:
+                    whole = len(block) - len(block) % stored.itemsize
+                    values = np.frombuffer(block[:whole], dtype=stored)
+                    bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+            if is_gz:
+                while stream.read(chunk):  # to the end: the gzip checksum is verified there
+                    pass
+    except (EOFError, OSError, zlib.error) as error:
+        raise DiffDefInputError(f"{_describe(path)}: corrupt or truncated gzip data ({error})") from error
+    if found < expected:
+        raise DiffDefInputError(f"{_describe(path)}: truncated file: the header announces {expected} bytes of voxels, found {found}")
+    if bad:
+        raise DiffDefInputError(f"{_describe(path)}: {bad} voxels are NaN or Inf; expected finite intensities")
+
+
+def _read_mgh(path: Path, dtype: type | None, max_bytes: int) -> Volume:
+    """FreeSurfer MGH/MGZ through nibabel (SimpleITK has no MGH reader); same ``[i, j, k]`` + RAS convention."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+    except Exception as error:
+        raise DiffDefInputError(f"{_describe(path)}: cannot read image ({_error_line(error)})") from error
+    _check_size(path, image.shape, 1, dtype, max_bytes)
+    try:
+        array = np.asarray(image.dataobj)
+    except Exception as error:
+        raise DiffDefInputError(f"{_describe(path)}: cannot read image ({_error_line(error)})") from error
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise DiffDefInputError(f"{_describe(path)}: expected a 3D image, found shape {array.shape}")
+    if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+        raise DiffDefInputError(f"{_describe(path)}: {int((~np.isfinite(array)).sum())} voxels are NaN or Inf; expected finite intensities")
+    if dtype is not None:
+        array = array.astype(dtype, copy=False)
+    return Volume(np.ascontiguousarray(array), image.affine)
 
 
 def _reader(path: Path):
@@ -111,12 +274,13 @@ def _reader(path: Path):
     return reader, reader
 
 
-def read_image(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, dtype: type = np.float32) -> Volume:
+def read_image(path: str | Path, *, max_bytes: int | None = None, dtype: type | None = np.float32) -> Volume:
     """Read an image file (or a DICOM series folder) into a :class:`Volume`.
 
-    The header is read first: an image whose voxels would not fit in ``max_bytes`` (as ``dtype``) is refused before
-    any voxel is allocated. Corrupt or unsupported files raise :class:`DiffDefInputError` naming the file.
-    Vector and multi-component images are refused (use
+    The header is read first: an image whose voxels would not fit in ``max_bytes`` (as ``dtype``; default
+    :func:`default_max_bytes`, a quarter of the physical memory) is refused before any voxel is allocated. Corrupt,
+    truncated or unsupported files, zero or negative spacing and NaN or Inf voxels raise :class:`DiffDefInputError`
+    naming the file. Vector and multi-component images are refused (use
     :func:`DiffDefAtlasLib.spatial.load_displacement` for fields).
 
     Example:
@@ -125,30 +289,33 @@ def read_image(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, dtype: t
     import SimpleITK as sitk
 
     path = Path(path)
+    max_bytes = default_max_bytes() if max_bytes is None else int(max_bytes)
     if not path.exists():
         raise DiffDefInputError(f"{_describe(path)}: file not found")
-    if path.is_file() and path.name.lower().endswith(".gz"):
+    lower = path.name.lower()
+    if path.is_file() and lower.endswith((".nii", ".nii.gz")):
+        _inspect_nifti(path, max_bytes, dtype)
+    elif path.is_file() and lower.endswith(".gz"):
         verify_gzip_stream(path)
-    if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_spacing(path)
+    if path.is_file() and lower.endswith((".mgz", ".mgh")):
+        return _read_mgh(path, dtype, max_bytes)
     try:
         reader, file_reader = _reader(path)
         if file_reader is not None:
             file_reader.ReadImageInformation()
-            size = file_reader.GetSize()
-            components = file_reader.GetNumberOfComponents()
-            nbytes = int(np.prod(size, dtype=np.float64)) * max(components, 1) * np.dtype(dtype).itemsize
-            if nbytes > max_bytes:
-                raise DiffDefInputError(
-                    f"{_describe(path)}: image of size {'x'.join(map(str, size))} needs {nbytes / 1024**3:.1f} GiB, "
-                    f"more than the {max_bytes / 1024**3:.1f} GiB allowed"
-                )
+            _check_size(path, file_reader.GetSize(), file_reader.GetNumberOfComponents(), dtype, max_bytes)
         image = reader.Execute()
     except DiffDefInputError:
         raise
+    except MemoryError:
+        raise DiffDefInputError(f"{_describe(path)}: not enough memory to read this image") from None
     except Exception as error:
         raise DiffDefInputError(f"{_describe(path)}: cannot read image ({_error_line(error)})") from error
-    return volume_from_sitk(image, name=_describe(path), dtype=dtype)
+    volume = volume_from_sitk(image, name=_describe(path), dtype=dtype)
+    array = volume.array
+    if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+        raise DiffDefInputError(f"{_describe(path)}: {int((~np.isfinite(array)).sum())} voxels are NaN or Inf; expected finite intensities")
+    return volume
 
 
 def volume_from_sitk(image, *, name: str = "image", dtype: type | None = np.float32) -> Volume:
@@ -213,17 +380,27 @@ def check_image(
     *,
     spatial_dims: int | None = None,
     allow_empty: bool = False,
+    min_size: int = MIN_AXIS_VOXELS,
 ) -> Volume:
     """Validate a volume read from user input; raise :class:`DiffDefInputError` with a one-line reason.
 
-    Checks: the number of dimensions (2D image for a 3D model or the reverse), NaN or Inf voxels, an all-zero image,
-    and non-positive spacing.
+    Checks: the number of dimensions (2D image for a 3D model or the reverse), at least ``min_size`` voxels along
+    every axis (a 2D slice stored as a one-slice 3D volume is refused), non-positive spacing, NaN or Inf voxels and
+    an all-zero image.
+
+    Example:
+        >>> check_image(Volume(np.ones((8, 8, 1), np.float32), np.eye(4)), "slice.nii.gz")
+        Traceback (most recent call last):
+        ...
+        DiffDefAtlasLib.errors.DiffDefInputError: slice.nii.gz: expected at least 4 voxels along every axis of a 3D image, found 8x8x1 (save a single slice as a 2D image)
     """
     array = volume.array
+    shape = "x".join(map(str, array.shape))
     if spatial_dims is not None and array.ndim != spatial_dims:
-        raise DiffDefInputError(
-            f"{name}: expected a {spatial_dims}D image, found {array.ndim}D ({'x'.join(map(str, array.shape))})"
-        )
+        raise DiffDefInputError(f"{name}: expected a {spatial_dims}D image, found {array.ndim}D ({shape})")
+    if min(array.shape) < min_size:
+        hint = " (save a single slice as a 2D image)" if array.ndim == 3 and sorted(array.shape)[0] == 1 else ""
+        raise DiffDefInputError(f"{name}: expected at least {min_size} voxels along every axis of a {array.ndim}D image, found {shape}{hint}")
     if any(s <= 0 or not np.isfinite(s) for s in volume.grid.spacing):
         raise DiffDefInputError(f"{name}: voxel spacing must be positive, found {volume.grid.spacing}")
     if np.issubdtype(array.dtype, np.floating):

@@ -137,3 +137,16 @@ def test_zero_spacing_is_refused(tmp_path):
     )
     with pytest.raises(DiffDefInputError, match=r"z.mhd: .*spacing"):
         read_image(tmp_path / "z.mhd")
+
+
+def test_mgz_reads_like_nibabel(tmp_path):
+    """Reference: nibabel's array and affine of an MGZ file it wrote (FreeSurfer conformed LIA orientation)."""
+    affine = np.array([[-1.0, 0, 0, 128], [0, 0, 1, -128], [0, -1, 0, 128], [0, 0, 0, 1]])
+    data = (np.arange(6 * 7 * 8) % 251).astype(np.uint8).reshape(6, 7, 8)
+    nib.save(nib.MGHImage(data, affine), str(tmp_path / "aseg.mgz"))
+    volume = read_image(tmp_path / "aseg.mgz")
+    np.testing.assert_array_equal(volume.array, data)
+    np.testing.assert_allclose(volume.affine, affine)
+    (tmp_path / "broken.mgz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(DiffDefInputError, match="broken.mgz"):
+        read_image(tmp_path / "broken.mgz")

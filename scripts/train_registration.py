@@ -90,6 +90,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior-weight", type=float, default=LossConfig().prior_weight, help="weight of the λ prior term")
     parser.add_argument("--uniform-lambda", action="store_true", help="ablation: constant λ, no λ head")
     parser.add_argument("--export", type=Path, help="write safetensors + model card into this folder when done")
     parser.add_argument("--export-only", action="store_true")
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     suffix = "_uniform" if args.uniform_lambda else ""
     checkpoint = args.work / f"checkpoint{args.dims}d{suffix}.pt"
-    loss_config = LossConfig(dice_weight=1.0 if args.dims == 3 else 0.0)
+    loss_config = LossConfig(dice_weight=1.0 if args.dims == 3 else 0.0, prior_weight=args.prior_weight)
     if not args.export_only:
         t0 = time.time()
         sampler = sampler_3d(args.work, args.seed, not args.no_wait_for_cache) if args.dims == 3 else sampler_2d(args.export, args.work, args.seed)

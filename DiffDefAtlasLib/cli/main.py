@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import Callable, Sequence
 
 from .. import __version__
@@ -14,10 +15,12 @@ from ..errors import DiffDefInputError
 #: ``diffdef-atlas --help`` stays fast and one broken optional part cannot break the others.
 SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "analyze": ("DiffDefAtlasLib.cli.analyze", "add_analyze_arguments", "run_analyze", "Jacobian, folding and smoothness of a displacement field"),
+    "prepare": ("DiffDefAtlasLib.data.prepare_cli", "add_prepare_arguments", "run_prepare", "preprocess a cohort onto the template's working grid (cache, failure report)"),
     "template": ("DiffDefAtlasLib.cli.template", "add_template_arguments", "run_template", "export the bundled MNI ICBM152 template, labels and volumes"),
     "models": ("DiffDefAtlasLib.generate.cli", "add_models_arguments", "run_models", "list the bundled generators and their conditions"),
     "generate": ("DiffDefAtlasLib.generate.cli", "add_generate_arguments", "run_generate", "generate a conditional atlas"),
     "sweep": ("DiffDefAtlasLib.generate.cli", "add_sweep_arguments", "run_sweep", "generate atlases along one condition (montage, GIF, volumes.csv)"),
+    "register": ("DiffDefAtlasLib.register.cli", "add_register_arguments", "run_register", "register a scan to an atlas (affine + learned diffeomorphic, optional refinement)"),
     "train": ("DiffDefAtlasLib.train.cli", "add_train_arguments", "run_train", "train a generator stage (autoencoder, diffusion, mp, export, registration)"),
 }
 
@@ -28,46 +31,90 @@ def _load(name: str) -> tuple[Callable, Callable]:
     return getattr(module, add_name), getattr(module, run_name)
 
 
-def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The argument parser with every subcommand (or only ``commands``)."""
+def build_parser(commands: Sequence[str] | None = None, *, load: bool = True) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand (or only ``commands``).
+
+    With ``load=False`` the subcommands are listed without their options, so ``--help`` and ``--version`` do not
+    import torch.
+    """
     parser = argparse.ArgumentParser(prog="diffdef-atlas", description="Conditional brain atlases from diffusion-generated deformation fields.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in commands or SUBCOMMANDS:
-        add, _ = _load(name)
         command_parser = sub.add_parser(name, help=SUBCOMMANDS[name][3], description=SUBCOMMANDS[name][3])
         command_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
-        add(command_parser)
+        if load:
+            add, _ = _load(name)
+            add(command_parser)
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show warnings (CPU fallback, extrapolation...) as one plain line on stderr."""
+    print(f"diffdef-atlas: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line (a multi-line message is joined with "; ").
+
+    Example:
+        >>> one_line(ValueError("first\\nsecond"))
+        'first; second'
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``diffdef-atlas``; returns the exit status (0 success, 2 bad input, 3 cancelled/interrupted, 1 other)."""
+    """Run ``diffdef-atlas``; returns the exit status (0 success, 2 bad input, 3 cancelled/interrupted, 1 other).
+
+    Every failure is reported as one line on stderr; ``--debug`` shows the full traceback instead.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser([command] if command in SUBCOMMANDS else None)
+    if command in SUBCOMMANDS:
+        parser = build_parser([command])
+    else:  # no subcommand: help, version or an unknown name; the options of the subcommands are not needed
+        parser = build_parser(load=False)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
     _, run = _load(args.command)
     debug = getattr(args, "debug", False)
+    prefix = f"diffdef-atlas {args.command}"
+    previous_showwarning = warnings.showwarning
+    if not debug:
+        warnings.showwarning = _one_line_warning
     try:
         return int(run(args) or 0)
     except DiffDefInputError as error:
         if debug:
             raise
-        print(f"diffdef-atlas {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prefix}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"diffdef-atlas {args.command}: interrupted; files already written are complete", file=sys.stderr)
+        print(f"{prefix}: interrupted; files already written are complete", file=sys.stderr)
         return 3
     except MemoryError:
         if debug:
             raise
-        print(f"diffdef-atlas {args.command}: error: out of memory; try a smaller image or --device cpu", file=sys.stderr)
+        print(f"{prefix}: error: out of memory; try a smaller image or --device cpu", file=sys.stderr)
         return 1
+    except OSError as error:  # disk full, permission denied, a vanished file...
+        if debug:
+            raise
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        print(f"{prefix}: error: {where}{error.strerror or one_line(error)}", file=sys.stderr)
+        return 1
+    except Exception as error:  # a bug: one line here, the traceback with --debug
+        if debug:
+            raise
+        print(f"{prefix}: internal error: {type(error).__name__}: {one_line(error)} (run again with --debug for the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = previous_showwarning
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..atomic import write_text_atomic
@@ -26,19 +27,35 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False) -> Path:
 
 
 def write_summary(path: str | Path, summary: dict, device: str | None = None) -> dict:
-    """Add provenance (versions, device, peak RSS) to ``summary`` and write it atomically as JSON."""
-    full = dict(summary)
+    """Add provenance (versions, device, peak RSS) to ``summary`` and write it atomically as strict JSON.
+
+    NaN and infinite numbers become ``null`` (JSON has no NaN).
+
+    Example:
+        >>> write_summary("out/summary.json", {"dice": float("nan")}, device="cpu")["dice"] is None  # doctest: +SKIP
+        True
+    """
+    full = _strict(dict(summary))
     full["environment"] = environment_info(device)
-    write_text_atomic(path, json.dumps(full, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    write_text_atomic(path, json.dumps(full, indent=2, sort_keys=False, allow_nan=False) + "\n")
     return full
 
 
-def _jsonable(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
+def _strict(value):
+    """``value`` with numpy types, paths and tuples made JSON-ready and non-finite floats replaced by ``None``."""
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _strict(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"summary value not JSON serialisable: {type(value).__name__}")
 
 
 def format_summary(summary: dict, indent: str = "  ") -> str:

@@ -96,12 +96,17 @@ def stats_path_for(csv_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}_condition_stats.json")
 
 
+def _printable(text: str) -> str:
+    """``text`` as is, or with control characters escaped (a message must stay on one line)."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _resolve(cell: str, base: Path, *, what: str, where: str, check: bool) -> Path:
     path = Path(cell.strip()).expanduser()
     if not path.is_absolute():
         path = base / path
     if check and not path.is_file():
-        raise DiffDefInputError(f"{where}: {what} file not found: {path}")
+        raise DiffDefInputError(f"{where}: {what} file not found: {_printable(str(path))}")
     return path
 
 
@@ -150,18 +155,20 @@ def parse_cohort(
         if spec.kind not in ("numeric", "categorical"):
             raise DiffDefInputError(f"declared condition '{spec.name}': kind must be 'numeric' or 'categorical', found {spec.kind!r}")
     ignored = set(ignore_columns)
-    reader = csv.reader(io.StringIO(text))
-    rows = [row for row in reader if any(cell.strip() for cell in row)]
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text, newline="")) if any(cell.strip() for cell in row)]
+    except csv.Error as error:  # e.g. a stray carriage return or a field beyond csv's size limit
+        raise DiffDefInputError(f"{name}: not a valid CSV table ({error})") from None
     if not rows:
         raise DiffDefInputError(f"{name}: the table is empty; expected a header row with subject_id,image,...")
     header = [h.strip() for h in rows[0]]
     for required in ("subject_id", "image"):
         if required not in header:
-            raise DiffDefInputError(f"{name}: missing required column '{required}'; found columns {', '.join(header)}")
+            raise DiffDefInputError(f"{name}: missing required column '{required}'; found columns {', '.join(map(_printable, header))}")
     seen_cols = set()
     for col in header:
         if col in seen_cols:
-            raise DiffDefInputError(f"{name}: column '{col}' appears twice in the header")
+            raise DiffDefInputError(f"{name}: column {col!r} appears twice in the header")
         seen_cols.add(col)
     condition_names = [h for h in header if h not in RESERVED_COLUMNS and h not in ignored]
     specs = {}
@@ -183,8 +190,8 @@ def parse_cohort(
         sid = cells["subject_id"].strip()
         if not sid:
             raise DiffDefInputError(f"{where}: empty subject_id")
-        if any(ch in sid for ch in '/\\:*?"<>|') or sid in (".", ".."):
-            raise DiffDefInputError(f"{where}: subject_id {sid!r} must be usable as a folder name (no / \\ : * ? \" < > |)")
+        if any(ch in sid for ch in '/\\:*?"<>|') or sid in (".", "..") or not sid.isprintable():
+            raise DiffDefInputError(f"{where}: subject_id {sid!r} must be usable as a folder name (no / \\ : * ? \" < > | or control characters)")
         if sid in seen:
             raise DiffDefInputError(f"{where}: duplicate subject_id {sid!r} (first in row {seen[sid]})")
         seen[sid] = number

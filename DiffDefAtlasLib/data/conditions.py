@@ -119,7 +119,7 @@ def condition_spec(name: str, extra: Mapping[str, ConditionSpec] | None = None) 
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise DiffDefInputError(
-        f"unknown condition column '{name}'{hint}; known: {', '.join(known)}; declare new ones with extra_conditions"
+        f"unknown condition column {name!r}{hint}; known: {', '.join(known)}; declare new ones with extra_conditions"
     )
 
 

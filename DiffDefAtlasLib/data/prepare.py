@@ -180,8 +180,10 @@ def prepare_cohort(
     """Preprocess every subject of a cohort onto the working grid (see the module docstring for the outputs).
 
     ``add_measured`` names volume conditions (e.g. ``"ventricle_volume_ml"``) to add to the prepared table from each
-    subject's measurements, unless the input table already has that column. ``on_progress(fraction, message)`` is
-    called after each subject. A subject that fails is recorded in the report and left out of the prepared table.
+    subject's measurements, unless the input table already has that column. ``settings`` (a full
+    :class:`PrepareSettings`) replaces ``n4`` and ``skull_strip``. ``on_progress(fraction, message)`` is called after
+    each subject. A subject that fails is recorded in the report and left out of the prepared table. Scans must be 3D
+    (the OASIS slices are atlas-registered already and need no preparation).
 
     Example:
         >>> report = prepare_cohort("cohort.csv", "cache", skull_strip="auto")  # doctest: +SKIP

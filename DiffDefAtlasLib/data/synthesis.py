@@ -153,12 +153,15 @@ def synthesise_image(
     if array.ndim not in (2, 3):
         raise DiffDefInputError(f"label map must be 2D or 3D, found {array.ndim}D")
     rng = np.random.default_rng(seed)
-    ids, inverse = np.unique(array, return_inverse=True)
+    offset = int(array.min())
+    shifted = array - offset
+    ids = np.flatnonzero(np.bincount(shifted.ravel())) + offset
     means, stds = sample_label_intensities(ids, convention, rng, t1_like=t1_like)
-    mean_lut = np.array([means[int(i)] for i in ids], dtype=np.float32)
-    std_lut = np.array([stds[int(i)] for i in ids], dtype=np.float32)
-    inverse = inverse.reshape(array.shape)
-    image = mean_lut[inverse] + std_lut[inverse] * rng.standard_normal(array.shape, dtype=np.float32)
+    mean_lut = np.zeros(int(ids.max()) - offset + 1, dtype=np.float32)
+    std_lut = np.zeros_like(mean_lut)
+    for i in ids:
+        mean_lut[int(i) - offset], std_lut[int(i) - offset] = means[int(i)], stds[int(i)]
+    image = mean_lut[shifted] + std_lut[shifted] * rng.standard_normal(array.shape, dtype=np.float32)
 
     if blur_sigma_mm > 0:
         from scipy.ndimage import gaussian_filter

@@ -21,7 +21,7 @@ from ..atomic import atomic_path
 from ..errors import DiffDefInputError
 from ..resources import resources_dir
 from .atlas import AtlasResult, Generator
-from .model_card import CARD_FILE, ModelCard, sha256_file, verify_weights
+from .model_card import CARD_FILE, ModelCard, is_generator_card, sha256_file, verify_weights
 from .networks import build_generator_network
 
 WEIGHTS_FILE = "model.safetensors"
@@ -44,7 +44,8 @@ def list_models() -> list[ModelCard]:
         return []
     cards = []
     for path in sorted(folder.glob(f"*/{CARD_FILE}")):
-        cards.append(ModelCard.load(path))
+        if is_generator_card(path):  # registration and population models live beside the generators
+            cards.append(ModelCard.load(path))
     return cards
 
 
@@ -54,7 +55,7 @@ def resolve_model(name: str | Path) -> ModelCard:
     if (path / CARD_FILE).is_file():
         return ModelCard.load(path)
     candidate = models_dir() / str(name) / CARD_FILE
-    if candidate.is_file():
+    if candidate.is_file() and is_generator_card(candidate):
         return ModelCard.load(candidate)
     available = ", ".join(card.name for card in list_models()) or "none"
     raise DiffDefInputError(f"model {str(name)!r}: no such bundled model or model folder; available: {available}")

@@ -91,8 +91,8 @@ def _generate(args: argparse.Namespace, conditions: dict[str, Any]):
 def _print_warnings(caught: list[warnings.WarningMessage], command: str) -> None:
     import sys
 
-    for warning in caught:
-        print(f"diffdef-atlas {command}: warning: {warning.message}", file=sys.stderr)
+    for message in dict.fromkeys(str(w.message) for w in caught):  # each distinct warning once, in order
+        print(f"diffdef-atlas {command}: warning: {message}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- generate
@@ -122,7 +122,9 @@ def run_generate(args: argparse.Namespace) -> int:
     summary = dict(result.summary)
     if args.samples:
         generator = load_generator(args.model, args.device)
-        mean, std = generator.variability(conditions, args.samples, seed=args.seed, steps=args.steps, guidance=args.guidance, allow_extrapolation=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # already reported above
+            mean, std = generator.variability(conditions, args.samples, seed=args.seed, steps=args.steps, guidance=args.guidance, allow_extrapolation=True)
         written.append(save_displacement_nifti(mean, result.grid, out / "displacement_mean.nii.gz"))
         written.append(write_image(Volume(std.astype(np.float32), result.grid.affine), out / "displacement_std.nii.gz"))
         summary["variability"] = {"samples": args.samples, "seeds": [args.seed, args.seed + args.samples - 1], "temperature": 1.0, "mean_std_mm": float(std.mean()), "max_std_mm": float(std.max())}

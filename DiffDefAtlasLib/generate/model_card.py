@@ -27,6 +27,8 @@ from ..spatial.grid import Grid
 
 CARD_FILE = "model_card.json"
 KINDS = ("continuous", "categorical")
+#: ``model_type`` of generator cards; other models under ``Resources/models`` (registration, population) differ.
+MODEL_TYPE = "diffdef-generator"
 
 
 @dataclass
@@ -110,6 +112,7 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, Any] = field(default_factory=dict)
     version: str = "1"
+    model_type: str = MODEL_TYPE
     path: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -179,6 +182,8 @@ class ModelCard:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise DiffDefInputError(f"{where}: not valid JSON ({error})") from None
+        if not isinstance(data, dict) or data.get("model_type", MODEL_TYPE) != MODEL_TYPE:
+            raise DiffDefInputError(f"{where}: not a generator model card (model_type {data.get('model_type') if isinstance(data, dict) else None!r})")
         known = {f.name for f in fields(cls)} - {"path"}
         try:
             card = cls(**{k: v for k, v in data.items() if k in known})
@@ -196,6 +201,15 @@ class ModelCard:
         if not path.is_file():
             raise DiffDefInputError(f"{path}: model card not found")
         return cls.from_json(path.read_text(encoding="utf-8"), path)
+
+
+def is_generator_card(path: str | Path) -> bool:
+    """True when the JSON file at ``path`` is a generator card (``"model_type": "diffdef-generator"``)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("model_type") == MODEL_TYPE
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

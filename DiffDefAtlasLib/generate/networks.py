@@ -203,13 +203,31 @@ def build_unet(spatial_dims: int, latent_channels: int, condition_kinds: Sequenc
 
 
 class VelocityGenerator(nn.Module):
-    """The autoencoder and the latent UNet of one model, saved together as one safetensors file."""
+    """The autoencoder, the latent UNet and the mean training field of one model, saved as one safetensors file.
 
-    def __init__(self, spatial_dims: int, condition_kinds: Sequence[tuple[str, int]], autoencoder: dict | None = None, unet: dict | None = None) -> None:
+    The autoencoder codes the residual ``(v - field_mean) / velocity_scale``; :meth:`decode_velocity` undoes both.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        condition_kinds: Sequence[tuple[str, int]],
+        autoencoder: dict | None = None,
+        unet: dict | None = None,
+        velocity_shape: Sequence[int] = (),
+    ) -> None:
         super().__init__()
         ae_cfg = {**AUTOENCODER_DEFAULTS, **(autoencoder or {})}
         self.autoencoder = build_autoencoder(spatial_dims, ae_cfg)
         self.unet = build_unet(spatial_dims, int(ae_cfg["latent_channels"]), condition_kinds, unet)
+        self.register_buffer("field_mean", torch.zeros(spatial_dims, *[int(s) for s in velocity_shape]))
+
+    def decode_velocity(self, latent: torch.Tensor, velocity_scale: float) -> torch.Tensor:
+        """Latent (unscaled) -> velocity in mm on the velocity grid (the autoencoder's padding cropped)."""
+        residual = self.autoencoder.decode_stage_2_outputs(latent) * float(velocity_scale)
+        shape = tuple(self.field_mean.shape[1:])
+        residual = residual[(slice(None), slice(None), *[slice(0, s) for s in shape])]
+        return residual + self.field_mean.to(residual.dtype)
 
 
 def condition_kinds(card) -> list[tuple[str, int]]:
@@ -219,4 +237,5 @@ def condition_kinds(card) -> list[tuple[str, int]]:
 
 def build_generator_network(card) -> VelocityGenerator:
     """An untrained :class:`VelocityGenerator` shaped by a model card."""
-    return VelocityGenerator(card.spatial_dims, condition_kinds(card), card.autoencoder, card.unet)
+    shape = card.grids["velocity"]["shape"] if "velocity" in card.grids else [1] * card.spatial_dims
+    return VelocityGenerator(card.spatial_dims, condition_kinds(card), card.autoencoder, card.unet, shape)

@@ -1,7 +1,8 @@
 """Preview images built with numpy and PIL: orthogonal slices with a Jacobian overlay, montages and animated GIFs.
 
 Slices are shown in neurological orientation (patient left on the image left), superior or anterior at the top.
-The overlay colours expansion (det J > 1) red and contraction (det J < 1) blue, fully opaque at ``|log2 det J| >= 0.5``.
+The overlay (inside the head) colours expansion (det J > 1) red and contraction (det J < 1) blue, strongest at
+``|log2 det J| >= 0.5``; folding (det J <= 0) is yellow.
 
 Example:
     >>> import numpy as np
@@ -59,6 +60,7 @@ def slices_with_jacobian(atlas: Volume, jacobian: Volume | None = None, label: s
         rgb = _to_gray(image, float(low), float(high))
         if jac_slices is not None:
             colour, alpha = _jacobian_colour(jac_slices[n])
+            alpha = alpha * (image > low + 0.05 * (high - low))[..., None]  # overlay inside the head only
             rgb = rgb * (1 - alpha) + colour * alpha
         panels.append((rgb * 255).astype(np.uint8))
     height = max(p.shape[0] for p in panels)

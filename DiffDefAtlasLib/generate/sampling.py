@@ -16,7 +16,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -79,6 +80,24 @@ def guided_output(denoiser: Denoiser, latent: torch.Tensor, t: torch.Tensor, val
     return uncond + guidance * (cond - uncond)
 
 
+@contextlib.contextmanager
+def few_threads(device: torch.device, threads: int = 1) -> Iterator[None]:
+    """Run small CPU work (the latent UNet: a few thousand voxels) on ``threads`` threads, then restore the setting.
+
+    On a busy CPU, spreading such tiny convolutions over several threads costs far more in synchronisation than
+    it gains (measured: 14 ms on one thread against 185 ms on two, for the 2D latent UNet).
+    """
+    if device.type != "cpu" or torch.get_num_threads() <= threads:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def ddim_sample(
     denoiser: Denoiser,
     start: torch.Tensor,
@@ -99,12 +118,13 @@ def ddim_sample(
     scheduler.set_timesteps(int(steps), device=start.device)
     latent = start
     timesteps = list(scheduler.timesteps)
-    for index, t in enumerate(timesteps):
-        grad = last_step_grad and index == len(timesteps) - 1
-        with torch.set_grad_enabled(grad):
-            t_batch = torch.full((latent.shape[0],), int(t), device=latent.device, dtype=torch.long)
-            output = guided_output(denoiser, latent, t_batch, values, present, guidance)
-            latent, _ = scheduler.step(output, int(t), latent)
+    with few_threads(start.device):
+        for index, t in enumerate(timesteps):
+            grad = last_step_grad and index == len(timesteps) - 1
+            with torch.set_grad_enabled(grad):
+                t_batch = torch.full((latent.shape[0],), int(t), device=latent.device, dtype=torch.long)
+                output = guided_output(denoiser, latent, t_batch, values, present, guidance)
+                latent, _ = scheduler.step(output, int(t), latent)
     return latent
 
 

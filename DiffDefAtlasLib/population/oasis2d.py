@@ -54,13 +54,13 @@ TEMPLATE_FILES = {
 #: Velocity grid: twice the pixel spacing (2 mm, 88 x 104).
 VELOCITY_FACTOR = 2
 FIELD_SETTINGS = FitSettings(
-    levels=(4, 2, 1),
-    iterations=(60, 50, 30),
+    levels=(4, 2),
+    iterations=(50, 50),
     velocity_factor=VELOCITY_FACTOR,
-    learning_rates=(0.4, 0.2, 0.1),
-    bending_weight=2.0,
-    diffusion_weight=0.005,
-    integration_steps=7,
+    learning_rates=(0.4, 0.1),
+    bending_weight=0.5,
+    diffusion_weight=0.0005,
+    integration_steps=5,
 )
 FOREGROUND_THRESHOLD = 0.05
 #: Boxes in world mm (x: right, y: anterior) for the ventricle label of the template.
@@ -93,10 +93,16 @@ def load_slices(subject_ids: list[str], data_dir: str | Path | None = None) -> t
 
 
 def register_batch(
-    template: torch.Tensor, images: torch.Tensor, settings: FitSettings = FIELD_SETTINGS, chunk: int = 30, progress: Callable | None = None
+    template: torch.Tensor,
+    images: torch.Tensor,
+    settings: FitSettings = FIELD_SETTINGS,
+    chunk: int = 30,
+    grid: Grid | None = None,
+    progress: Callable | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Fit template-to-subject velocities for ``images`` ``(N, 1, H, W)``, ``chunk`` at a time; returns ``(velocities, data losses)``."""
-    grid = image_grid()
+    """Fit template-to-subject velocities for ``images`` ``(N, 1, *shape)`` on ``grid`` (default: the OASIS slice grid),
+    ``chunk`` at a time; returns ``(velocities, data losses)``."""
+    grid = image_grid() if grid is None else grid
     velocities, losses = [], []
     for start in range(0, len(images), chunk):
         part = images[start : start + chunk]
@@ -155,6 +161,42 @@ def _warp(images: torch.Tensor, displacement: torch.Tensor, grid: Grid) -> torch
         return warp_image(images, displacement, grid)
 
 
+def unbiased_template(
+    images: torch.Tensor, grid: Grid, rounds: int, settings: FitSettings = FIELD_SETTINGS, progress: Callable | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Iterative unbiased template of ``images`` ``(N, 1, *grid.shape)``: register, average, re-centre, ``rounds`` times.
+
+    Round 0 is the plain mean. Each round fits template-to-subject velocities ``v_i``, averages the images brought
+    into template space by ``exp(-v_i)`` and warps that average by ``exp(mean v)``, so that the subjects' velocities
+    relative to the new template have mean ~0. Returns ``(template (1, 1, *shape), last velocities, history)``.
+
+    Example:
+        >>> template, velocities, history = unbiased_template(images, image_grid(), rounds=3)  # doctest: +SKIP
+    """
+    velocity_grid = grid.zoomed(settings.velocity_factor)
+    template = images.mean(0, keepdim=True)
+    history: list[dict] = []
+    velocities = torch.zeros(len(images), grid.spatial_dims, *velocity_grid.shape)
+    for round_index in range(rounds):
+        velocities, losses = register_batch(template, images, settings, grid=grid, progress=progress)
+        with torch.no_grad():
+            to_template = velocity_to_displacement(-velocities, velocity_grid, grid)
+            average = _warp(images, to_template, grid).mean(0, keepdim=True)
+            mean_velocity = velocities.mean(0, keepdim=True)
+            new_template = _warp(average, velocity_to_displacement(mean_velocity, velocity_grid, grid), grid)
+        history.append(
+            {
+                "round": round_index + 1,
+                "mean_data_loss": float(losses.mean()),
+                "mean_velocity_norm_mm": float(mean_velocity.norm(dim=1).mean()),
+                "mean_subject_velocity_norm_mm": float(velocities.norm(dim=1).mean()),
+                "template_change_rms": float(((new_template - template) ** 2).mean().sqrt()),
+            }
+        )
+        template = new_template
+    return template, velocities, history
+
+
 def build_oasis_template(rounds: int = 4, data_dir: str | Path | None = None, progress: bool = True) -> tuple[Volume, Volume, Volume, dict]:
     """Build the unbiased axial template from the training split; returns ``(image, mask, labels, info)``.
 
@@ -170,32 +212,17 @@ def build_oasis_template(rounds: int = 4, data_dir: str | Path | None = None, pr
     split = split_subjects({r["subject_id"]: float(r["age"]) for r in rows})
     train_ids = sorted(s for s, part in split.items() if part == "train")
     images = load_slices(train_ids, data_dir)
-    masks = (images > FOREGROUND_THRESHOLD).float()
-    template = images.mean(0, keepdim=True)
-    history = []
     started = time.perf_counter()
     bar = tqdm(total=rounds * len(train_ids), desc="OASIS template", disable=not progress)
-    for round_index in range(rounds):
-        velocities, losses = register_batch(template, images, progress=bar.update)
-        with torch.no_grad():
-            to_template = velocity_to_displacement(-velocities, grid.zoomed(VELOCITY_FACTOR), grid)
-            average = _warp(images, to_template, grid).mean(0, keepdim=True)
-            mean_velocity = velocities.mean(0, keepdim=True)
-            recentre = velocity_to_displacement(mean_velocity, grid.zoomed(VELOCITY_FACTOR), grid)
-            new_template = _warp(average, recentre, grid)
-        history.append(
-            {
-                "round": round_index + 1,
-                "mean_data_loss": float(losses.mean()),
-                "mean_velocity_norm_mm": float(mean_velocity.norm(dim=1).mean()),
-                "mean_subject_velocity_norm_mm": float(velocities.norm(dim=1).mean()),
-                "template_change_rms": float(((new_template - template) ** 2).mean().sqrt()),
-            }
-        )
-        template = new_template
+    template, velocities, history = unbiased_template(images, grid, rounds, FIELD_SETTINGS, progress=bar.update)
     bar.close()
     with torch.no_grad():
-        mask_average = _warp(masks, to_template, grid).mean(0)[0].numpy()
+        # the subjects' masks in the frame of the last registration, re-centred like the template
+        velocity_grid = grid.zoomed(FIELD_SETTINGS.velocity_factor)
+        to_template = velocity_to_displacement(-velocities, velocity_grid, grid)
+        masks = _warp((images > FOREGROUND_THRESHOLD).float(), to_template, grid).mean(0, keepdim=True)
+        recentre = velocity_to_displacement(velocities.mean(0, keepdim=True), velocity_grid, grid)
+        mask_average = _warp(masks, recentre, grid)[0, 0].numpy()
     mask = ndimage.binary_fill_holes(mask_average >= 0.5)
     components, count = ndimage.label(mask)
     if count > 1:

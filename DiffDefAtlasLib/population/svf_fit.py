@@ -13,7 +13,7 @@ Adam updates every element independently, so a batch of subjects is fitted as in
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,14 +52,13 @@ class FitSettings:
     """
 
     levels: tuple[int, ...] = (4, 2)
-    iterations: tuple[int, ...] = (60, 40)
+    iterations: tuple[int, ...] = (60, 60)
     velocity_factor: int = 2
     learning_rates: tuple[float, ...] = (0.3, 0.1)
-    bending_weight: float = 20.0
-    diffusion_weight: float = 0.02
+    bending_weight: float = 1.0
+    diffusion_weight: float = 0.001
     integration_steps: int = 5
     channel_weights: tuple[float, ...] | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def smoothness_penalty(velocity: torch.Tensor, grid: Grid, bending_weight: float, diffusion_weight: float) -> torch.Tensor:

@@ -36,13 +36,30 @@ def working_grid_for(fixed: Grid, spacing_mm: float, multiple: int) -> Grid:
 
 
 def world_points(grid: Grid, dtype=torch.float32, device=None) -> torch.Tensor:
-    """RAS coordinates ``(1, ndim, *shape)`` of every point of ``grid``."""
+    """RAS coordinates ``(1, ndim, *shape)`` of every point of ``grid`` (built axis by axis: cheap for big grids)."""
     n = grid.spatial_dims
-    axes = [torch.arange(s, dtype=torch.float64, device=device) for s in grid.shape]
-    index = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
-    linear = torch.as_tensor(np.array(grid.linear), dtype=torch.float64, device=device)
-    offset = torch.as_tensor(np.array(grid.affine[:n, n]), dtype=torch.float64, device=device).view(n, *([1] * n))
-    return (torch.einsum("ij,j...->i...", linear, index) + offset).to(dtype).unsqueeze(0)
+    linear = np.array(grid.linear)
+    out = torch.zeros((1, n, *grid.shape), dtype=dtype, device=device)
+    for d in range(n):
+        out[0, d] = float(grid.affine[d, n])
+        for axis in range(n):
+            if linear[d, axis] != 0.0:
+                shape = [1] * n
+                shape[axis] = grid.shape[axis]
+                out[0, d] += (torch.arange(grid.shape[axis], dtype=dtype, device=device) * float(linear[d, axis])).view(shape)
+    return out
+
+
+def _apply_affine(matrix: np.ndarray, points: torch.Tensor) -> torch.Tensor:
+    """``A p`` for points ``(1, ndim, *shape)`` and an (ndim+1)x(ndim+1) matrix, component by component."""
+    n = points.shape[1]
+    out = torch.empty_like(points)
+    for d in range(n):
+        out[:, d] = float(matrix[d, n])
+        for e in range(n):
+            if matrix[d, e] != 0.0:
+                out[:, d] += float(matrix[d, e]) * points[:, e]
+    return out
 
 
 def affine_displacement(matrix: np.ndarray, grid: Grid, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -53,26 +70,30 @@ def affine_displacement(matrix: np.ndarray, grid: Grid, dtype=torch.float32, dev
         >>> float(affine_displacement(m, Grid((4, 4), np.eye(3)))[0, 0].mean())
         5.0
     """
+    matrix = np.asarray(matrix, dtype=np.float64)
     n = grid.spatial_dims
-    x = world_points(grid, torch.float64, device)
-    a = torch.as_tensor(np.asarray(matrix, dtype=np.float64), device=device)
-    mapped = torch.einsum("ij,bj...->bi...", a[:n, :n], x) + a[:n, n].view(1, n, *([1] * n))
-    return (mapped - x).to(dtype)
+    x = world_points(grid, dtype, device)
+    shifted = matrix.copy()
+    shifted[:n, :n] -= np.eye(n)  # (A - I) x + t: no cancellation between large coordinates
+    return _apply_affine(shifted, x)
 
 
 def compose_with_affine(matrix: np.ndarray, displacement: torch.Tensor, grid: Grid) -> torch.Tensor:
     """Displacement of ``x -> A (x + u(x))``: the deformable field ``u`` followed by the affine ``A`` (fixed -> moving)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
     n = grid.spatial_dims
-    x = world_points(grid, displacement.dtype, displacement.device)
-    a = torch.as_tensor(np.asarray(matrix, dtype=np.float64), dtype=displacement.dtype, device=displacement.device)
-    moved = x + displacement
-    mapped = torch.einsum("ij,bj...->bi...", a[:n, :n], moved) + a[:n, n].view(1, n, *([1] * n))
-    return mapped - x
+    linear_only = np.eye(n + 1)
+    linear_only[:n, :n] = matrix[:n, :n]
+    # A(x + u) - x = (A x - x) + L u
+    return affine_displacement(matrix, grid, displacement.dtype, displacement.device) + _apply_affine(linear_only, displacement)
 
 
 def to_tensor(volume: Volume, device=None, dtype=torch.float32) -> torch.Tensor:
     """A volume's array as a ``(1, 1, *shape)`` tensor."""
-    return torch.as_tensor(np.ascontiguousarray(volume.array), device=device).to(dtype)[None, None]
+    array = np.ascontiguousarray(volume.array)
+    if not array.flags.writeable:  # template arrays are shared and read-only
+        array = array.copy()
+    return torch.as_tensor(array, device=device).to(dtype)[None, None]
 
 
 def resample(volume: Volume, grid: Grid, matrix: np.ndarray | None = None, *, labels: bool = False, device=None) -> torch.Tensor:
@@ -83,7 +104,8 @@ def resample(volume: Volume, grid: Grid, matrix: np.ndarray | None = None, *, la
     matrix = np.eye(grid.spatial_dims + 1) if matrix is None else matrix
     displacement = affine_displacement(matrix, grid, torch.float64 if labels else torch.float32, device)
     if labels:
-        return warp_labels(torch.as_tensor(np.asarray(volume.array).astype(np.int64), device=device)[None, None], displacement, grid, volume.grid)
+        labels = torch.as_tensor(np.asarray(volume.array).astype(np.int64), device=device)[None, None]
+        return warp_labels(labels, displacement, grid, volume.grid)
     return warp_image(to_tensor(volume, device), displacement, grid, volume.grid)
 
 

@@ -35,7 +35,7 @@ class LossConfig:
     prior_beta: float = 2.0
     prior_mean: float = 0.5
     prior_std: float = 0.2
-    prior_weight: float = 0.02
+    prior_weight: float = 0.1
     lambda_smooth_weight: float = 1.0
     dice_weight: float = 1.0
 

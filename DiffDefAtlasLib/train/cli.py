@@ -38,6 +38,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     parser.add_argument("--export-to", default=None, help="export: model folder to write (default Resources/models/MODEL)")
     parser.add_argument("--no-mp", action="store_true", help="export: leave out the morphology-preservation fine-tuning")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 on a shared machine)")
+    parser.add_argument("--neighbours", type=int, default=4, help="mp: training subjects registered to each atlas")
+    parser.add_argument("--sigma", type=float, default=0.1, help="mp: Gaussian width in normalised condition space")
+    parser.add_argument("--smoothness", type=float, default=1.0, help="mp: weight of the bending energy of the atlas velocity")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -52,15 +56,23 @@ def run_train(args: argparse.Namespace) -> int:
         except ImportError as error:
             raise DiffDefInputError(f"the registration training stage is not available ({error})") from None
         return int(registration_main([]) or 0)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     r = recipe(args.model)
     work = Path(args.work)
+    from ..imageio import write_image
+
     fields = cached_fields(args.model, work, args.subjects, args.seed)
+    card, files = draft_card(args.model, fields)
+    for filename, volume in files.items():  # the template beside the draft card (the MP stage warps it)
+        if not (work / filename).is_file():
+            write_image(volume, work / filename)
     if args.stage == "export":
-        from ..imageio import write_image
         from ..resources import resources_dir
 
         folder = Path(args.export_to) if args.export_to else resources_dir() / "models" / args.model
-        _, files = draft_card(args.model, fields)
         for filename, volume in files.items():
             write_image(volume, folder / filename)
         card = export_model(work, folder, use_mp=not args.no_mp)
@@ -80,14 +92,13 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if args.stage == "autoencoder":
-        card, _ = draft_card(args.model, fields)
         result = train_autoencoder(fields, settings, card)
     elif args.stage == "diffusion":
         result = train_diffusion(fields, settings)
     else:
-        from .morphology import train_morphology
+        from .morphology import MorphologySettings, train_morphology
 
-        result = train_morphology(args.model, fields, settings)
+        result = train_morphology(args.model, fields, settings, MorphologySettings(args.neighbours, args.sigma, args.smoothness))
     state = "stopped early (run again to continue)" if result["stopped_early"] else "done"
     print(f"{args.stage}: step {result['step']}/{settings.steps} {state}; {result['seconds']:.0f} s this run; last losses {result['losses'][-1] if result['losses'] else '-'}")
     return 0

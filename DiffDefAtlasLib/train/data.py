@@ -63,6 +63,16 @@ def _smooth_basis(shape: tuple[int, ...], count: int, rng: np.random.Generator) 
     return basis.astype(np.float32)
 
 
+def synthetic_mean_velocity(age: np.ndarray | float, sex: np.ndarray | float, grid: Grid, amplitude: float = 2.0) -> np.ndarray:
+    """The exact conditional mean ``E[v | age, sex]`` ``(N, ndim, *shape)`` of :func:`synthetic_fields`' population."""
+    age = np.atleast_1d(np.asarray(age, dtype=np.float64))
+    sex = np.atleast_1d(np.asarray(sex, dtype=np.float64))
+    effects = _smooth_basis(grid.shape, 3, np.random.default_rng(12345))
+    age_n = (age - 60.0) / 20.0
+    flat = age_n[:, None] * effects[0].reshape(1, -1) + (sex[:, None] - 0.5) * 0.5 * effects[1].reshape(1, -1)
+    return (amplitude * flat).reshape(len(age), grid.spatial_dims, *grid.shape).astype(np.float32)
+
+
 def synthetic_fields(
     count: int,
     spatial_dims: int = 3,
@@ -81,17 +91,13 @@ def synthetic_fields(
         shape = shape or ((40, 48, 40) if spatial_dims == 3 else (44, 52))
         grid = Grid(shape, np.diag([4.0] * spatial_dims + [1.0]))
     shape = grid.shape
-    effects = _smooth_basis(shape, 3, np.random.default_rng(12345))
     rng = np.random.default_rng(seed)
     age = rng.uniform(40.0, 80.0, count)
     sex = rng.integers(0, 2, count).astype(np.float64)
-    age_n = (age - 60.0) / 20.0
     noise_basis = _smooth_basis(shape, 6, np.random.default_rng(54321))
     coefficients = rng.normal(size=(count, noise_basis.shape[0])) * noise / np.sqrt(noise_basis.shape[0])
-    velocities = (
-        amplitude * (age_n[:, None] * effects[0][None].reshape(1, -1) + (sex[:, None] - 0.5) * 0.5 * effects[1][None].reshape(1, -1))
-        + coefficients @ noise_basis.reshape(noise_basis.shape[0], -1)
-    ).reshape(count, spatial_dims, *shape)
+    mean = synthetic_mean_velocity(age, sex, grid, amplitude)
+    velocities = mean + (coefficients @ noise_basis.reshape(noise_basis.shape[0], -1)).reshape(count, spatial_dims, *shape)
     specs = [
         ConditionSpec("age", "continuous", 40.0, 80.0, "years", description="age at scan", default=60.0),
         ConditionSpec("sex", "categorical", choices=["F", "M"], description="sex", default="F"),
@@ -99,32 +105,56 @@ def synthetic_fields(
     return FieldSet(velocities.astype(np.float32), {"age": age, "sex": sex}, grid, specs, "synthetic", {"seed": seed})
 
 
-def population3d_fields(count: int, seed: int = 0) -> FieldSet:
-    """``count`` samples of the 3D population model (age, sex and ventricle volume)."""
+def population3d_fields(count: int, seed: int = 0, measured: int | None = None) -> FieldSet:
+    """``count`` subjects of the 3D population model, conditions age, sex and ventricle volume.
+
+    The ventricle volume needs an integration per subject, so only the first ``measured`` subjects (default: a sixth,
+    at most 160) get it; the others have it missing (NaN), which the diffusion stage treats as an unset condition.
+    """
     try:
         from ..population import load_population_model
     except ImportError as error:
         raise DiffDefInputError(f"the 3D population model is not available ({error})") from None
+    from tqdm import tqdm
+
     model = load_population_model()
-    sample = model.sample(count, seed)
-    velocity = np.asarray(sample.velocity, dtype=np.float32)
-    if velocity.ndim == 4:
-        velocity = velocity[None]
-    sexes = np.array([0.0 if str(s).upper().startswith("F") else 1.0 for s in np.atleast_1d(sample.sex)])
-    ranges = model.condition_ranges
-    age_range = _range(ranges, "age")
-    vent_range = _range(ranges, "ventricle_volume", "ventricle_volume_ml")
+    measured = min(count // 6, 160) if measured is None else min(measured, count)
+    samples = model.sample(count, seed, measure=False)
+    velocity = np.stack([s.velocity for s in samples]).astype(np.float32)
+    ventricles = np.full(count, np.nan)
+    for start in tqdm(range(0, measured, 8), desc="ventricle volumes", leave=False):
+        # the population model's own definition (PopulationModel.ventricle_volume_ml), in batches of 8
+        stop = min(start + 8, measured)
+        ventricles[start:stop] = ventricle_volumes_ml(model, velocity[start:stop])
+    low, high = np.nanpercentile(ventricles, [1, 99]) if measured else (5.0, 60.0)
+    age_range = tuple(float(a) for a in model.condition_ranges["age"])
     specs = [
         ConditionSpec("age", "continuous", *age_range, "years", description="age at scan", default=round(sum(age_range) / 2)),
         ConditionSpec("sex", "categorical", choices=["F", "M"], description="sex", default="F"),
-        ConditionSpec("ventricle_volume", "continuous", *vent_range, "mL", description="lateral-ventricle volume", default=round(sum(vent_range) / 2, 1)),
+        ConditionSpec("ventricle_volume", "continuous", round(float(low), 2), round(float(high), 2), "mL", description="lateral-ventricle volume (1st-99th percentile of the training subjects)", default=round(float(np.nanmedian(ventricles)), 1) if measured else None),
     ]
     conditions = {
-        "age": np.atleast_1d(np.asarray(sample.age, dtype=np.float64)),
-        "sex": sexes,
-        "ventricle_volume": np.atleast_1d(np.asarray(sample.ventricle_volume_ml, dtype=np.float64)),
+        "age": np.array([s.age for s in samples], dtype=np.float64),
+        "sex": np.array([0.0 if s.sex == "F" else 1.0 for s in samples]),
+        "ventricle_volume": ventricles,
     }
-    return FieldSet(velocity, conditions, model.grid, specs, "population3d", {"seed": seed, "model": type(model).__name__})
+    return FieldSet(velocity, conditions, model.grid, specs, "population3d", {"seed": seed, "measured_ventricles": measured, "population_card": model.card.get("name", "population3d")})
+
+
+def ventricle_volumes_ml(model, velocities: np.ndarray) -> np.ndarray:
+    """Lateral-ventricle volumes (mL) of the 2 mm template labels warped by ``exp(v)`` for a batch of velocities,
+    exactly as :meth:`PopulationModel.ventricle_volume_ml` measures one."""
+    import torch
+
+    from ..population.svf_fit import velocity_to_displacement
+    from ..population.volumes import warped_label_volumes_ml
+    from ..template import load_template, working_grid
+
+    with torch.no_grad():
+        u = velocity_to_displacement(torch.from_numpy(np.ascontiguousarray(velocities, dtype=np.float32)), model.grid, working_grid())
+        labels = load_template("2mm").labels
+        volumes = [warped_label_volumes_ml(u[i : i + 1], working_grid(), labels)[0] for i in range(len(u))]
+    return np.array([v["lateral_ventricles"] for v in volumes])
 
 
 def _range(ranges: Any, *names: str) -> tuple[float, float]:
@@ -136,35 +166,18 @@ def _range(ranges: Any, *names: str) -> tuple[float, float]:
 
 
 def oasis2d_fields(split: str = "train") -> FieldSet:
-    """Velocities fitted to the OASIS-1 axial slices of ``split`` (``"train"`` or ``"validation"``)."""
+    """Velocities fitted to the OASIS-1 axial slices of ``split`` (``"train"`` or ``"validation"``): age, sex, CDR, nWBV."""
     try:
         from ..population.oasis2d import build_oasis_fields
     except ImportError as error:
         raise DiffDefInputError(f"the OASIS 2D fields are not available ({error})") from None
-    fields_ = build_oasis_fields()
-    index = _split_index(fields_, split)
-    velocities = np.asarray(fields_.velocities, dtype=np.float32)[index]
-    cond = {k: np.asarray(v) for k, v in dict(fields_.conditions).items()}
-    sexes = np.array([0.0 if str(s).upper().startswith("F") else 1.0 for s in cond["sex"]])[index]
-    conditions = {"age": cond["age"].astype(np.float64)[index], "sex": sexes}
-    specs = [ConditionSpec("age", "continuous", float(np.nanmin(conditions["age"])), float(np.nanmax(conditions["age"])), "years", description="age at scan", default=75.0),
-             ConditionSpec("sex", "categorical", choices=["F", "M"], description="sex", default="F")]
-    for name, units, description in (("cdr", "", "Clinical Dementia Rating"), ("nwbv", "fraction", "normalised whole-brain volume")):
-        if name in cond:
-            values = cond[name].astype(np.float64)[index]
-            conditions[name] = values
-            low, high = float(np.nanmin(values)), float(np.nanmax(values))
-            specs.append(ConditionSpec(name, "continuous", low, high, units, description=description, default=round((low + high) / 2, 3)))
-    return FieldSet(velocities, conditions, fields_.grid, specs, "oasis2d", {"split": split})
-
-
-def _split_index(fields_: Any, split: str) -> np.ndarray:
-    n = len(fields_.velocities)
-    for attribute in ("split", "splits"):
-        value = getattr(fields_, attribute, None)
-        if value is not None and not isinstance(value, dict):
-            return np.flatnonzero(np.asarray(value) == split)
-    for attribute in (f"{split}_index", f"{split}_indices"):
-        if getattr(fields_, attribute, None) is not None:
-            return np.asarray(getattr(fields_, attribute))
-    raise DiffDefInputError(f"OASIS fields: cannot find the '{split}' split among {n} subjects")
+    fields_ = build_oasis_fields(progress=False).subset(split)
+    cond = {k: np.asarray(v, dtype=np.float64) for k, v in fields_.conditions.items()}
+    specs = [
+        ConditionSpec("age", "continuous", float(np.nanmin(cond["age"])), float(np.nanmax(cond["age"])), "years", description="age at scan", default=75.0),
+        ConditionSpec("sex", "categorical", choices=["F", "M"], description="sex", default="F"),
+        ConditionSpec("cdr", "continuous", 0.0, float(np.nanmax(cond["cdr"])), "", description="Clinical Dementia Rating (0, 0.5, 1)", default=0.0),
+        ConditionSpec("nwbv", "continuous", round(float(np.nanmin(cond["nwbv"])), 3), round(float(np.nanmax(cond["nwbv"])), 3), "fraction", description="normalised whole-brain volume", default=round(float(np.nanmedian(cond["nwbv"])), 3)),
+    ]
+    conditions = {s.name: cond[s.name] for s in specs}
+    return FieldSet(np.asarray(fields_.velocities, dtype=np.float32), conditions, fields_.grid, specs, "oasis2d", {"split": split, "subjects": list(fields_.subject_ids)})

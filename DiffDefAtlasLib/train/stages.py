@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,7 @@ def run_stage(
     """Optimise ``objective`` for ``settings.steps`` steps; resumes from the newest checkpoint of ``stage``.
 
     ``make_batch(step, generator)`` returns the *global* batch (tensors with the batch first); each rank keeps its
-    share. Returns ``{"step", "losses", "seconds", "stopped_early"}``.
+    share. The learning rate follows a cosine from ``settings.learning_rate`` down to a tenth of it. Returns ``{"step", "losses", "seconds", "stopped_early"}``.
     """
     work = Path(settings.work_dir)
     device = context.device
@@ -152,6 +153,8 @@ def run_stage(
         shard = {k: v[index].to(device) for k, v in batch.items()}
         with _autocast(device, settings.mixed_precision):
             terms = model(**shard)
+        for group in optimizer.param_groups:  # cosine decay to 10 %, a function of the step: resumes exactly
+            group["lr"] = settings.learning_rate * (0.1 + 0.45 * (1.0 + math.cos(math.pi * step / max(settings.steps, 1))))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms["loss"]).backward()
         scaler.unscale_(optimizer)
@@ -201,7 +204,8 @@ def save_draft(card: ModelCard, work_dir: str | Path) -> None:
 
 def new_draft(name: str, fields: FieldSet, working_grid, output_grid, template: dict[str, Any], description: str) -> ModelCard:
     """A card for a new model trained on ``fields``: conditions, grids, network and scheduler defaults, velocity scale."""
-    rms = float(np.sqrt(np.mean(fields.velocities.astype(np.float64) ** 2)))
+    residual = fields.velocities.astype(np.float64) - field_mean(fields)[None]
+    rms = float(np.sqrt(np.mean(residual**2)))
     factor = autoencoder_factor()
     latent = [int(AUTOENCODER_DEFAULTS["latent_channels"]), *[int(np.ceil(s / factor)) for s in fields.grid.shape]]
     return ModelCard(
@@ -217,9 +221,14 @@ def new_draft(name: str, fields: FieldSet, working_grid, output_grid, template: 
         velocity_scale=round(max(rms, 1e-3) * 2.0, 6),
         latent_scale=1.0,
         scheduler=dict(SCHEDULER_DEFAULTS),
-        sampling={"steps": 25, "guidance": 1.0, "temperature": 0.0, "integration_steps": 7},
+        sampling={"steps": 10, "guidance": 1.0, "temperature": 0.0, "integration_steps": 7},
         training={"data": fields.source, "subjects": len(fields), "data_info": fields.info, "stages": {}},
     )
+
+
+def field_mean(fields: FieldSet) -> np.ndarray:
+    """Mean training velocity ``(ndim, *shape)``: the autoencoder codes the residual from it."""
+    return fields.velocities.astype(np.float64).mean(axis=0).astype(np.float32)
 
 
 def _pad_fields(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -242,17 +251,19 @@ def train_autoencoder(fields: FieldSet, settings: StageSettings, card: ModelCard
         Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
         if context.is_main:
             save_draft(card, settings.work_dir)
+            np.save(Path(settings.work_dir) / "field_mean.npy", field_mean(fields))
         torch.manual_seed(settings.seed)
         autoencoder = build_autoencoder(card.spatial_dims, card.autoencoder)
         objective = AutoencoderObjective(autoencoder, settings.kl_weight)
         factor = autoencoder_factor(card.autoencoder)
         data = torch.from_numpy(np.ascontiguousarray(fields.velocities))
+        mean = torch.from_numpy(field_mean(fields))
         scale = float(card.velocity_scale)
         latent_shape = card.latent_shape
 
         def make_batch(step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
             index = torch.randint(0, len(data), (settings.batch_size,), generator=generator)
-            x = _pad_fields(data[index].float() / scale, factor)
+            x = _pad_fields((data[index].float() - mean) / scale, factor)
             noise = torch.randn((settings.batch_size, *latent_shape), generator=generator)
             return {"fields": x, "noise": noise}
 
@@ -290,9 +301,10 @@ def load_trained_autoencoder(work_dir: str | Path, card: ModelCard) -> nn.Module
 def encode_fields(autoencoder: nn.Module, fields: FieldSet, card: ModelCard, batch: int = 16) -> torch.Tensor:
     """Posterior means of every field's latent ``(N, C, *latent)`` (unscaled)."""
     factor = autoencoder_factor(card.autoencoder)
+    mean = torch.from_numpy(field_mean(fields))
     out = []
     for i in range(0, len(fields), batch):
-        x = torch.from_numpy(fields.velocities[i : i + batch]).float() / float(card.velocity_scale)
+        x = (torch.from_numpy(fields.velocities[i : i + batch]).float() - mean) / float(card.velocity_scale)
         mu, _ = autoencoder.encode(_pad_fields(x, factor))
         out.append(mu)
     return torch.cat(out)
@@ -369,12 +381,13 @@ def train_diffusion(fields: FieldSet, settings: StageSettings) -> dict[str, Any]
         cleanup(context)
 
 
-def assemble_network(work_dir: str | Path, card: ModelCard, use_mp: bool = True) -> nn.Module:
+def assemble_network(work_dir: str | Path, card: ModelCard, use_mp: bool = True, fields: FieldSet | None = None) -> nn.Module:
     """The :class:`~DiffDefAtlasLib.generate.networks.VelocityGenerator` from the stage checkpoints (MP weights when present)."""
     from ..generate.networks import build_generator_network
 
     network = build_generator_network(card)
     network.autoencoder.load_state_dict(load_trained_autoencoder(work_dir, card).state_dict())
+    network.field_mean.copy_(torch.from_numpy(np.load(Path(work_dir) / "field_mean.npy")))
     diffusion = _final_state(work_dir, "diffusion")
     network.unet.load_state_dict({k.removeprefix("unet."): v for k, v in diffusion.items() if k.startswith("unet.")})
     if use_mp and latest_checkpoint(work_dir, "mp") is not None:

@@ -1,0 +1,143 @@
+"""``diffdef-atlas register``: register a scan to an atlas image and write the results into a folder.
+
+Outputs (all in the fixed image's space unless noted):
+
+- ``warped.nii.gz``: the moving scan resampled into fixed space;
+- ``displacement.nii.gz``: fixed -> moving displacement, RAS mm, NIfTI intent 1006 (3D Slicer's convention);
+- ``displacement_itk.nii.gz``: the same field in ITK form (LPS components, intent 1007), for SimpleITK and ANTs;
+- ``jacobian.nii.gz``: det J of the fixed -> moving map;
+- ``lambda.nii.gz``: the network's regularisation weight λ(x) (working grid);
+- ``labels.nii.gz``: the fixed labels carried onto the moving scan (moving space), with ``--fixed-labels``;
+- ``summary.json``: timings per stage, folding, similarity, std log det J, Dice per label with both label maps.
+
+Progress goes to stdout as ``PROGRESS <fraction> <message>`` lines.
+
+Example:
+    diffdef-atlas register --moving scan.nii.gz --fixed atlas.nii.gz --out result --refine 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DiffDefInputError
+
+OUTPUT_FILES = (
+    "warped.nii.gz",
+    "displacement.nii.gz",
+    "displacement_itk.nii.gz",
+    "jacobian.nii.gz",
+    "lambda.nii.gz",
+    "summary.json",
+)
+
+
+def add_register_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``register`` options to ``parser`` (the top-level CLI adds them to its ``register`` subcommand)."""
+    parser.add_argument("--moving", required=True, type=Path, help="scan to register (any format SimpleITK reads)")
+    parser.add_argument("--fixed", required=True, type=Path, help="atlas / fixed image (skull-stripped)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (must be empty unless --overwrite)")
+    parser.add_argument("--fixed-labels", type=Path, help="label map on the fixed image: carried onto the scan")
+    parser.add_argument("--moving-labels", type=Path, help="label map on the moving scan: Dice against --fixed-labels")
+    parser.add_argument("--fixed-mask", type=Path, help="brain mask of the fixed image (default: derived from it)")
+    parser.add_argument("--refine", type=int, default=0, metavar="N", help="instance-optimisation Adam steps (default 0)")
+    parser.add_argument("--no-affine", action="store_true", help="skip the affine pre-alignment (inputs already aligned)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (default auto)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    return parser
+
+
+def _check_output_folder(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DiffDefInputError(f"{out}: output path exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DiffDefInputError(f"{out}: output folder is not empty; use --overwrite to write into it")
+
+
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
+    """Write a :class:`~DiffDefAtlasLib.register.engine.RegistrationResult` into ``out`` (every file atomically)."""
+    import SimpleITK as sitk
+
+    from ..atomic import atomic_path, write_text_atomic
+    from ..imageio import write_image
+    from ..spatial import displacement_to_sitk, save_displacement_nifti
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_image(result.warped, out / "warped.nii.gz")]
+    written.append(save_displacement_nifti(result.displacement, result.grid, out / "displacement.nii.gz"))
+    itk_field = displacement_to_sitk(result.displacement, result.grid)
+    with atomic_path(out / "displacement_itk.nii.gz") as tmp:
+        sitk.WriteImage(itk_field, str(tmp), True)
+    written.append(out / "displacement_itk.nii.gz")
+    written.append(write_image(result.jacobian, out / "jacobian.nii.gz"))
+    if result.lambda_map is not None:
+        written.append(write_image(result.lambda_map, out / "lambda.nii.gz"))
+    if result.labels_on_moving is not None:
+        written.append(write_image(result.labels_on_moving, out / "labels.nii.gz"))
+    summary = dict(result.summary)
+    summary["inputs"] = inputs
+    summary["outputs"] = sorted(p.name for p in written) + ["summary.json"]
+    written.append(write_text_atomic(out / "summary.json", json.dumps(_json_ready(summary), indent=2) + "\n"))
+    return written
+
+
+def run_register(args: argparse.Namespace) -> int:
+    """Run ``diffdef-atlas register`` from parsed arguments; returns the exit status (0 on success).
+
+    User-input problems raise :class:`DiffDefInputError` (the top-level CLI prints them and exits with status 2).
+    """
+    from ..imageio import read_image
+    from .engine import register_to_atlas
+
+    _check_output_folder(args.out, args.overwrite)
+    moving = read_image(args.moving)
+    fixed = read_image(args.fixed)
+    fixed_labels = read_image(args.fixed_labels, dtype=None) if args.fixed_labels else None
+    moving_labels = read_image(args.moving_labels, dtype=None) if args.moving_labels else None
+    fixed_mask = read_image(args.fixed_mask, dtype=None) if args.fixed_mask else None
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"PROGRESS {fraction:.3f} {message}", flush=True)
+
+    result = register_to_atlas(
+        moving, fixed, atlas_labels=fixed_labels, moving_labels=moving_labels, refine=args.refine,
+        affine=not args.no_affine, device=args.device, progress=progress, atlas_mask=fixed_mask,
+    )
+    inputs = {k: str(v) for k, v in vars(args).items() if k in ("moving", "fixed", "fixed_labels", "moving_labels", "fixed_mask") and v}
+    write_outputs(result, args.out, inputs)
+    print(f"PROGRESS 1.000 wrote results to {args.out}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m DiffDefAtlasLib.register.cli``); input errors print one line and return 2."""
+    import sys
+
+    parser = add_register_arguments(argparse.ArgumentParser(prog="diffdef-atlas register", description=__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    try:
+        return run_register(args)
+    except DiffDefInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

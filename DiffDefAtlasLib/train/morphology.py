@@ -1,0 +1,205 @@
+"""Morphology preservation (the Diff-Def loss) as a fine-tuning stage.
+
+For a target condition ``c`` (the conditions of a random training subject) the atlas is generated as at inference
+(DDIM from the temperature-0 start, no gradient), then decoded *with* gradient: latent -> autoencoder decoder ->
+velocity -> scaling and squaring on the working grid -> template warped. ``N`` training subjects are drawn with
+probabilities given by a Gaussian of their distance to ``c`` in normalised condition space (sigma configurable); each
+subject's image is the template warped by that subject's own deformation (``template(x + exp(v_i)(x))``). The frozen
+registration network registers every subject (moving) to the atlas (fixed); the loss is the squared norm of the
+Gaussian-weighted mean displacement, plus a bending-energy term on the atlas velocity:
+
+    L = mean_x | sum_i w_i d_i(x) |^2 + smoothness * bending(v_atlas)
+
+Only the decoder is fine-tuned (the encoder, the latent UNet and the registration network stay frozen). On CPU this
+is what fits in the budget: one decoder pass and N registrations per step. A centred atlas has neighbours whose
+registrations to it average to zero displacement.
+
+Example:
+    >>> weights = gaussian_weights(np.array([[0.0], [0.1], [1.0]]), np.array([0.0]), sigma=0.1)
+    >>> [round(float(w), 3) for w in weights]
+    [1.0, 0.607, 0.0]
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DiffDefInputError
+from ..spatial import Grid, integrate_velocity, resample_displacement, warp_image
+from .data import FieldSet
+from .stages import StageSettings, assemble_network, condition_arrays, load_draft, run_stage, save_draft, _stage_record
+from .ddp import cleanup, init_distributed
+
+
+@dataclass
+class MorphologySettings:
+    """Neighbourhood and loss settings of the MP stage."""
+
+    neighbours: int = 4
+    sigma: float = 0.1
+    smoothness: float = 1.0
+    sampling_steps: int = 10
+
+
+def gaussian_weights(conditions: np.ndarray, target: np.ndarray, sigma: float) -> np.ndarray:
+    """``exp(-|c_i - c|^2 / (2 sigma^2))`` for rows ``c_i`` of ``conditions`` (normalised to [0, 1] per condition)."""
+    distance2 = np.sum((np.asarray(conditions, dtype=np.float64) - np.asarray(target, dtype=np.float64)[None]) ** 2, axis=1)
+    return np.exp(-distance2 / (2.0 * sigma**2))
+
+
+def normalised_condition_space(values: torch.Tensor, card) -> np.ndarray:
+    """Network condition values mapped to [0, 1] per condition (continuous: from [-1, 1]; categorical: index / (n-1))."""
+    out = values.numpy().astype(np.float64).copy()
+    for j, spec in enumerate(card.conditions):
+        if spec.kind == "categorical":
+            out[:, j] = out[:, j] / max(len(spec.choices or []) - 1, 1)
+        else:
+            out[:, j] = (out[:, j] + 1.0) / 2.0
+    return out
+
+
+class MorphologyObjective(nn.Module):
+    """The MP loss for a batch of target conditions; only ``network.autoencoder.decoder`` (and its post-quant conv)
+    receive gradients."""
+
+    def __init__(self, network: nn.Module, registration: nn.Module, card, template_work: torch.Tensor, settings: MorphologySettings) -> None:
+        super().__init__()
+        self.network = network
+        self.registration = registration
+        self.card = card
+        self.register_buffer("template_work", template_work)
+        self.settings = settings
+        self.velocity_grid = card.grid("velocity")
+        self.working_grid = card.grid("working")
+        for name, parameter in self.network.named_parameters():
+            parameter.requires_grad_(name.startswith("autoencoder.decoder") or name.startswith("autoencoder.post_quant_conv"))
+        for parameter in self.registration.parameters():
+            parameter.requires_grad_(False)
+
+    def atlas_velocity(self, latent: torch.Tensor) -> torch.Tensor:
+        """Decoder output in mm, cropped to the velocity grid."""
+        return self.network.decode_velocity(latent, float(self.card.velocity_scale))
+
+    def forward(self, latents: torch.Tensor, subjects: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        from monai.losses import BendingEnergyLoss
+
+        steps = int(self.card.sampling.get("integration_steps", 7))
+        velocity = self.atlas_velocity(latents)  # (B, ndim, *coarse)
+        v_work = resample_displacement(velocity, self.velocity_grid, self.working_grid)
+        u_atlas = integrate_velocity(v_work, self.working_grid, steps=steps)
+        batch = latents.shape[0]
+        atlas = warp_image(self.template_work.expand(batch, *self.template_work.shape[1:]), u_atlas, self.working_grid)
+        n = subjects.shape[1]
+        fixed = atlas.repeat_interleave(n, dim=0)
+        moving = subjects.flatten(0, 1)
+        displacement, _, _ = self.registration.predict_displacement(moving, fixed, self.working_grid)
+        displacement = displacement.view(batch, n, *displacement.shape[1:])
+        w = weights / weights.sum(dim=1, keepdim=True)
+        mean = (w.view(batch, n, *([1] * (displacement.dim() - 2))) * displacement).sum(dim=1)
+        mp = mean.pow(2).sum(dim=1).mean()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Using a non-tuple sequence")  # inside MONAI's loss
+            smooth = BendingEnergyLoss()(velocity) / float(min(self.velocity_grid.spacing)) ** 4
+        return {"loss": mp + self.settings.smoothness * smooth, "mean_displacement_sq": mp, "bending": smooth}
+
+
+def subject_images(fields: FieldSet, card, template_work: torch.Tensor, index: np.ndarray) -> torch.Tensor:
+    """Images of training subjects ``index``: the template warped by each subject's deformation exp(v_i)."""
+    velocity_grid, working = card.grid("velocity"), card.grid("working")
+    steps = int(card.sampling.get("integration_steps", 7))
+    with torch.no_grad():
+        v = torch.from_numpy(np.asarray(fields.velocities[index], dtype=np.float32))
+        u = integrate_velocity(resample_displacement(v, velocity_grid, working), working, steps=steps)
+        return warp_image(template_work.expand(len(index), *template_work.shape[1:]), u, working)
+
+
+def template_on_working_grid(card) -> torch.Tensor:
+    """The model's template intensities resampled to its working grid ``(1, 1, *shape)``."""
+    from ..generate.atlas import template_images
+
+    image = template_images(card).image
+    working = card.grid("working")
+    tensor = torch.from_numpy(np.array(image.array, dtype=np.float32))[None, None]
+    if image.grid == working:
+        return tensor
+    identity = torch.zeros(1, working.spatial_dims, *working.shape)
+    return warp_image(tensor, identity, working, moving_grid=image.grid)
+
+
+def train_morphology(
+    model_name: str,
+    fields: FieldSet,
+    settings: StageSettings,
+    mp: MorphologySettings | None = None,
+    registration: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Stage 3: fine-tune the decoder with the morphology-preservation loss (see the module docstring).
+
+    ``registration`` defaults to the bundled frozen network (:func:`DiffDefAtlasLib.register.load_registration_network`).
+    """
+    from ..generate.atlas import Generator
+    from ..generate.conditions import encode_conditions
+
+    mp = mp or MorphologySettings()
+    context = init_distributed(settings.device)
+    try:
+        card = load_draft(settings.work_dir)
+        # Generate target latents with the network *before* fine-tuning (the decoder is what changes).
+        network = assemble_network(settings.work_dir, card, use_mp=False)
+        card_for_sampling = card
+        if registration is None:
+            try:
+                from ..register import load_registration_network
+
+                registration = load_registration_network(card.spatial_dims, "cpu")
+            except (ImportError, FileNotFoundError, DiffDefInputError) as error:
+                raise DiffDefInputError(f"the MP stage needs the frozen registration network ({error})") from None
+        template_work = template_on_working_grid(card)
+        values, present = condition_arrays(fields, card)
+        space = normalised_condition_space(values, card)
+        sampler = Generator(card_for_sampling, network, torch.device("cpu"))
+        objective = MorphologyObjective(network, registration, card, template_work, mp)
+        rng_latents: dict[int, torch.Tensor] = {}
+
+        def target_latent(i: int) -> torch.Tensor:
+            if i not in rng_latents:
+                with torch.no_grad():
+                    rng_latents[i] = sampler.sample_latent(values[i].numpy(), present[i].numpy(), 0, mp.sampling_steps, float(card.sampling.get("guidance", 1.0)), 0.0)[0]
+            return rng_latents[i]
+
+        def make_batch(step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+            targets = rng.integers(0, len(fields), settings.batch_size)
+            latents, images, weights = [], [], []
+            for t in targets:
+                w = gaussian_weights(space, space[t], mp.sigma)
+                w[t] = 0.0  # the target subject itself is not its own neighbour
+                probabilities = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
+                chosen = rng.choice(len(fields), size=mp.neighbours, replace=False, p=probabilities)
+                latents.append(target_latent(int(t)))
+                images.append(subject_images(fields, card, template_work, chosen))
+                weights.append(torch.from_numpy(w[chosen] + 1e-12).float())
+            return {"latents": torch.stack(latents), "subjects": torch.stack(images), "weights": torch.stack(weights)}
+
+        result = run_stage("mp", objective, make_batch, settings, context)
+        if context.is_main:
+            card = load_draft(settings.work_dir)
+            card.training.setdefault("stages", {})["mp"] = {
+                **_stage_record(result, settings),
+                "neighbours": mp.neighbours,
+                "sigma": mp.sigma,
+                "smoothness": mp.smoothness,
+                "trainable": "autoencoder decoder",
+                "registration": getattr(registration, "card_name", type(registration).__name__),
+            }
+            save_draft(card, settings.work_dir)
+        return result
+    finally:
+        cleanup(context)

@@ -1,0 +1,121 @@
+"""The bundled generators end to end: command line outputs and geometry, folding, smoothness, population truth."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from DiffDefAtlasLib.cli.main import main
+from DiffDefAtlasLib.generate import list_models, load_generator
+from DiffDefAtlasLib.spatial import displacement_to_sitk
+
+OUTPUTS = ["atlas.nii.gz", "labels.nii.gz", "displacement.nii.gz", "displacement_itk.nii.gz", "jacobian.nii.gz", "folding.nii.gz", "summary.json", "preview.png"]
+
+
+@pytest.fixture(scope="module")
+def brain3d_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "atlas70F"
+    assert main(["generate", "--model", "brain3d", "--set", "age=70", "--set", "sex=F", "--device", "cpu", "--out", str(out)]) == 0
+    return out
+
+
+def test_generate_writes_every_file_on_the_template_grid(brain3d_run):
+    """Reference: the bundled 1 mm template's geometry read by SimpleITK, and nibabel's reading of the NIfTI header."""
+    from DiffDefAtlasLib.resources import resource_path
+
+    for name in OUTPUTS:
+        assert (brain3d_run / name).is_file(), name
+    template = sitk.ReadImage(str(resource_path("template", "mni_t1_1mm.nii.gz")))
+    for name in ("atlas.nii.gz", "labels.nii.gz", "jacobian.nii.gz", "folding.nii.gz"):
+        image = sitk.ReadImage(str(brain3d_run / name))
+        assert image.GetSize() == template.GetSize(), name
+        np.testing.assert_allclose(image.GetOrigin(), template.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(image.GetDirection(), template.GetDirection(), atol=1e-6)
+    field = nib.load(str(brain3d_run / "displacement.nii.gz"))
+    assert int(field.header["intent_code"]) == 1006 and field.shape == (*template.GetSize(), 1, 3)
+    summary = json.loads((brain3d_run / "summary.json").read_text())
+    assert summary["conditions"] == {"age": 70.0, "sex": "F"} and summary["seed"] == 0
+    assert summary["volumes_ml"]["lateral_ventricles"] > 0 and "environment" in summary
+
+
+def test_itk_displacement_reproduces_the_atlas(brain3d_run):
+    """Reference: SimpleITK resampling the 1 mm template T1 through displacement_itk.nii.gz (a DisplacementFieldTransform)
+    must give atlas.nii.gz (same trilinear interpolation), and the RAS file must hold the same field."""
+    from DiffDefAtlasLib.resources import resource_path
+    from DiffDefAtlasLib.spatial import load_displacement
+
+    template = sitk.ReadImage(str(resource_path("template", "mni_t1_1mm.nii.gz")), sitk.sitkFloat64)
+    atlas = sitk.GetArrayFromImage(sitk.ReadImage(str(brain3d_run / "atlas.nii.gz")))
+    itk_field = sitk.ReadImage(str(brain3d_run / "displacement_itk.nii.gz"), sitk.sitkVectorFloat64)
+    transform = sitk.DisplacementFieldTransform(sitk.Image(itk_field))
+    resampled = sitk.GetArrayFromImage(sitk.Resample(template, template, transform, sitk.sitkLinear, 0.0))
+    inner = (slice(8, -8),) * 3
+    assert np.abs(resampled[inner] - atlas[inner]).max() < 2e-3
+    ras, _ = load_displacement(brain3d_run / "displacement.nii.gz")
+    lps, _ = load_displacement(brain3d_run / "displacement_itk.nii.gz")
+    np.testing.assert_allclose(ras, lps, atol=1e-5)
+
+
+def test_models_json_lists_conditions_with_ranges(capsys):
+    """Reference: the model_card.json files on disk."""
+    assert main(["models", "--json"]) == 0
+    listed = {card["name"]: card for card in json.loads(capsys.readouterr().out)}
+    for card in list_models():
+        assert listed[card.name]["spatial_dims"] == card.spatial_dims
+        for spec in listed[card.name]["conditions"]:
+            if spec["kind"] == "continuous":
+                assert spec["minimum"] < spec["maximum"]
+            else:
+                assert spec["choices"]
+    assert {"brain3d", "oasis2d"} <= set(listed)
+    assert [c["name"] for c in listed["brain3d"]["conditions"]] == ["age", "sex", "ventricle_volume"]
+
+
+def test_generated_fields_do_not_fold():
+    """Reference: SimpleITK's DisplacementFieldJacobianDeterminant on the generated fields (working grid)."""
+    generator = load_generator("brain3d", "cpu")
+    for seed, conditions in enumerate(({"age": 45}, {"age": 75, "sex": "M"}, {}, {"ventricle_volume": generator.card.condition("ventricle_volume").maximum})):
+        velocity = generator.sample_velocity(conditions, seed=seed, temperature=1.0)
+        u = generator.velocity_to_displacement(velocity, generator.working_grid)[0].double().numpy()
+        detj = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(displacement_to_sitk(u, generator.working_grid)))
+        assert (detj <= 0).mean() <= 1e-4
+
+
+def test_atlas_changes_smoothly_with_age():
+    """Reference: linear interpolation between neighbouring ages (seed fixed, one member of the population): the
+    field at the middle age must lie close to the average of the fields 5 years either side."""
+    generator = load_generator("oasis2d", "cpu")
+    fields = {}
+    for age in (65.0, 70.0, 75.0):
+        velocity = generator.sample_velocity({"age": age, "sex": "F"}, seed=11, temperature=1.0)
+        fields[age] = generator.velocity_to_displacement(velocity)[0].numpy()
+    step = np.linalg.norm(fields[75.0] - fields[65.0], axis=0).mean()
+    curvature = np.linalg.norm(fields[70.0] - (fields[65.0] + fields[75.0]) / 2, axis=0).mean()
+    assert step > 0.01
+    assert curvature < 0.3 * step
+
+
+def test_brain3d_matches_the_population_conditional_mean():
+    """Reference: the population model's exact conditional-mean deformation exp(E[v | age, sex]) (2 mm grid)."""
+    from DiffDefAtlasLib.generate.evaluation import evaluate_brain3d
+
+    report = evaluate_brain3d(ages=(55.0,), sexes=("F", "M"))
+    assert report["epe_max_mm"] <= 0.5
+    assert report["ventricle_dice_min"] >= 0.9
+
+
+def test_unconditional_oasis2d_from_the_command_line(tmp_path):
+    """Reference: the model card's condition names: with no --set, every condition is reported unset."""
+    from DiffDefAtlasLib.generate.model_card import ModelCard
+
+    out = tmp_path / "uncond"
+    assert main(["generate", "--model", "oasis2d", "--device", "cpu", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    card = next(c for c in list_models() if c.name == "oasis2d")
+    assert summary["conditions"] == {} and summary["unset_conditions"] == card.condition_names
+    assert isinstance(card, ModelCard) and (out / "preview.png").stat().st_size > 0

@@ -1,0 +1,92 @@
+"""The registration network and its bundled weights (references: the spatial core's resampling and integration)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from DiffDefAtlasLib.errors import DiffDefInputError
+from DiffDefAtlasLib.register import NetworkConfig, RegistrationNetwork, load_registration_network, read_model_card
+from DiffDefAtlasLib.register.network import coarse_grid, upsample_field
+from DiffDefAtlasLib.register.weights import model_folder
+from DiffDefAtlasLib.spatial import Grid, integrate_velocity, resample_displacement
+
+SMALL = NetworkConfig(spatial_dims=2, channels=(4, 8, 8, 8), features=4, lambda_hidden=4, working_spacing_mm=1.0)
+
+
+def test_upsample_field_matches_resample_displacement():
+    """Reference: the spatial core's grid_sample-based resample_displacement from the coarse grid to the fine one."""
+    grid = Grid((32, 48, 16), np.array([[0, 2.0, 0, -30], [-2.0, 0, 0, 40], [0, 0, 2.0, -10], [0, 0, 0, 1]]))
+    coarse = coarse_grid(grid, 2)
+    field = torch.randn(1, 3, *coarse.shape, dtype=torch.float64)
+    assert torch.allclose(upsample_field(field, 2), resample_displacement(field, coarse, grid), atol=1e-8)
+
+
+def test_forward_shapes_and_lambda_support():
+    """Velocity (B, ndim, *shape) and λ (B, 1, *shape) on the working grid; λ lies strictly inside (0, 1)."""
+    net = RegistrationNetwork(SMALL)
+    moving, fixed = torch.rand(2, 1, 32, 48), torch.rand(2, 1, 32, 48)
+    velocity, lam = net(moving, fixed)
+    assert velocity.shape == (2, 2, 32, 48) and lam.shape == (2, 1, 32, 48)
+    assert float(lam.min()) > 0 and float(lam.max()) < 1
+
+
+def test_sizes_must_be_multiples_of_the_total_stride():
+    """A 30x48 image cannot pass a network that halves it four times: a clear input error."""
+    with pytest.raises(DiffDefInputError, match="multiples of 16"):
+        RegistrationNetwork(SMALL)(torch.rand(1, 1, 30, 48), torch.rand(1, 1, 30, 48))
+
+
+def test_bundled_network_fast_path_agrees_with_fine_integration():
+    """Reference: integrate_velocity of forward()'s working-grid velocity (the slow path) vs predict_displacement."""
+    net = load_registration_network(2, device="cpu")
+    grid = Grid((64, 64), np.diag([1.0, 1.0, 1.0]))
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    fixed = ((xx**2 + yy**2) < 0.5).float()[None, None]
+    moving = ((xx**2 / 0.8 + yy**2 / 1.2) < 0.5).float()[None, None]
+    with torch.no_grad():
+        velocity, _ = net(moving, fixed)
+        slow = integrate_velocity(velocity, grid)
+        fast, _, _ = net.predict_displacement(moving, fixed, grid)
+    scale = float(slow.abs().max())
+    difference = (slow - fast).abs()
+    assert scale > 0.5
+    assert float(difference.mean()) < 0.02 * scale
+    assert float(difference[..., 8:-8, 8:-8].max()) < 0.15 * scale
+
+
+def test_bundled_network_is_frozen_but_differentiable_in_its_inputs():
+    """The generator's MP loss back-propagates through the frozen network into its inputs."""
+    net = load_registration_network(2, device="cpu")
+    assert not any(p.requires_grad for p in net.parameters())
+    moving = torch.rand(1, 1, 32, 32, requires_grad=True)
+    velocity, _ = net(moving, torch.rand(1, 1, 32, 32))
+    velocity.square().sum().backward()
+    assert moving.grad is not None and float(moving.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_model_cards_describe_training_and_checksum(dims):
+    """Each bundled model card names its training data and architecture, and its sha256 matches the file."""
+    from DiffDefAtlasLib.register.weights import sha256_of
+
+    card = read_model_card(dims)
+    assert card["network"]["spatial_dims"] == dims
+    assert card["training"]["data"]
+    assert sha256_of(model_folder(dims) / card["weights_file"]) == card["sha256"]
+
+
+def test_corrupt_weights_are_refused(tmp_path):
+    """A flipped byte in the safetensors file fails the checksum with a message naming the file."""
+    folder = tmp_path / "registration2d"
+    shutil.copytree(model_folder(2), folder)
+    card = read_model_card(folder=folder)
+    path = folder / card["weights_file"]
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DiffDefInputError, match="checksum"):
+        load_registration_network(2, folder=folder)

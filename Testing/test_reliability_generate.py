@@ -1,0 +1,393 @@
+"""Reliability of ``generate`` / ``sweep`` through the real command line (issue 8, items 1-5).
+
+Bad conditions, models and devices give one stderr line and a non-zero status; tampered, truncated or pickled weights
+are refused without being unpickled; outputs are atomic and never overwritten without ``--overwrite``; the same seed
+gives bitwise-identical atlases; every ``summary.json`` records versions, device and peak RSS; a CUDA out-of-memory
+error falls back to the CPU with a warning. The model is a tiny untrained 2D generator (synthetic recipe, conditions
+age 40-80 years and sex F/M) saved here exactly as a bundled one.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import resource
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from DiffDefAtlasLib.cli.main import main
+from DiffDefAtlasLib.generate import save_model
+from DiffDefAtlasLib.generate.model_card import sha256_file
+from DiffDefAtlasLib.generate.networks import build_generator_network
+from DiffDefAtlasLib.imageio import Volume, write_image
+from DiffDefAtlasLib.train.data import synthetic_fields
+from DiffDefAtlasLib.train.recipes import draft_card
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+VERSION_KEYS = ("diffdef_atlas_version", "torch_version", "monai_version", "device", "peak_rss_mb")
+
+
+def build_tiny_model(folder):
+    """An untrained 2D generator with its template files, saved like a bundled model (card + safetensors + sha256)."""
+    fields = synthetic_fields(16, 2, shape=(24, 32), seed=0)
+    card, files = draft_card("synthetic2d", fields)
+    card.name = "tiny2d"
+    card.sampling["steps"] = 4
+    torch.manual_seed(0)
+    network = build_generator_network(card)
+    for filename, volume in files.items():
+        write_image(volume, folder / filename)
+    save_model(card, network, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny2d")
+
+
+@pytest.fixture
+def model_copy(model, tmp_path):
+    """A private copy of the model folder, to damage."""
+    copy = tmp_path / "model_copy"
+    shutil.copytree(model, copy)
+    return copy
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    """Loaded generators and templates are cached per process; each test starts from the files on disk."""
+    from DiffDefAtlasLib.generate import atlas, bundled
+
+    bundled._load_cached.cache_clear()
+    atlas._template_images_cached.cache_clear()
+    yield
+    bundled._load_cached.cache_clear()
+    atlas._template_images_cached.cache_clear()
+
+
+def one_error_line(capsys, code: int, *needles: str) -> str:
+    """Assert a failed run (status != 0) that printed exactly one stderr line holding every needle; return it."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0, err
+    assert "Traceback" not in err and len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def generate(model, out, *extra):
+    return main(["generate", "--model", str(model), "--device", "cpu", "--out", str(out), *extra])
+
+
+def no_files_in(folder) -> bool:
+    return not folder.exists() or not any(folder.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_unknown_condition_name(model, tmp_path, capsys):
+    """Reference: the card's condition names (age, sex) must be listed."""
+    one_error_line(capsys, generate(model, tmp_path / "o", "--set", "height=180"), "'height'", "valid conditions: age, sex")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("value, needle", [("age=old", "expected a number"), ("age=nan", "finite"), ("sex=X", "expected one of F, M"), ("age", "NAME=VALUE")])
+def test_bad_condition_values(model, tmp_path, capsys, value, needle):
+    """Reference: the card's kinds (age continuous, sex F/M) and the NAME=VALUE syntax."""
+    one_error_line(capsys, generate(model, tmp_path / "o", "--set", value), needle)
+
+
+def test_out_of_range_condition(model, tmp_path, capsys):
+    """Reference: the trained range stored in the card, [40, 80] years. Refused without --allow-extrapolation (for
+    generate and sweep); with it, exactly one warning line and the atlas of the requested value."""
+    out = tmp_path / "o"
+    one_error_line(capsys, generate(model, out, "--set", "age=95"), "'age' = 95", "[40, 80]", "--allow-extrapolation")
+    assert not out.exists()
+    code = main(["sweep", "--model", str(model), "--vary", "age=60:100:20", "--device", "cpu", "--out", str(tmp_path / "s")])
+    one_error_line(capsys, code, "'age' = 100", "--allow-extrapolation")
+    assert not (tmp_path / "s").exists()
+    assert generate(model, out, "--set", "age=95", "--allow-extrapolation") == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "warning" in err[0] and "'age' = 95 is outside the trained range [40, 80]" in err[0]
+    assert json.loads((out / "summary.json").read_text())["conditions"]["age"] == 95.0
+
+
+def test_missing_model(model, tmp_path, capsys):
+    """Reference: a name that is not bundled, a folder without a card, and a card whose weights file is gone."""
+    one_error_line(capsys, generate("no_such_model", tmp_path / "o"), "'no_such_model'", "no such bundled model")
+    (tmp_path / "empty").mkdir()
+    one_error_line(capsys, generate(tmp_path / "empty", tmp_path / "o"), "no such bundled model")
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    (copy / "model.safetensors").unlink()
+    one_error_line(capsys, generate(copy, tmp_path / "o"), "model.safetensors", "not found")
+    assert no_files_in(tmp_path / "o")
+
+
+@NO_CUDA
+@pytest.mark.parametrize("command", ["generate", "sweep"])
+def test_cuda_without_cuda(model, tmp_path, capsys, command):
+    """Reference: torch.cuda.is_available() is False here; no file may be written."""
+    extra = ["--vary", "age=50:60:10"] if command == "sweep" else []
+    code = main([command, "--model", str(model), "--device", "cuda", "--out", str(tmp_path / "o"), *extra])
+    one_error_line(capsys, code, "'cuda'", "CUDA")
+    assert no_files_in(tmp_path / "o")
+
+
+@pytest.mark.xfail(strict=True, reason="the mismatch message names the model and two Grid reprs, not the template file: "
+                   "generate/atlas.py Generator.generate should raise f'{card.path.parent / entry[\"image\"]}: template is "
+                   "{n}D {shape} but model {name} is {card.spatial_dims}D'")
+def test_template_of_the_wrong_dimension_names_the_file(model_copy, tmp_path, capsys):
+    """Reference: a 3D image (8x8x8) put in place of the 2D model's template.nii.gz."""
+    write_image(Volume(np.ones((8, 8, 8), np.float32), np.eye(4)), model_copy / "template.nii.gz")
+    one_error_line(capsys, generate(model_copy, tmp_path / "o"), "template.nii.gz", "3D", "2D")
+
+
+def test_template_of_the_wrong_dimension_is_refused(model_copy, tmp_path, capsys):
+    """Reference: a 3D image (8x8x8) put in place of the 2D model's template.nii.gz: one line, status 2."""
+    write_image(Volume(np.ones((8, 8, 8), np.float32), np.eye(4)), model_copy / "template.nii.gz")
+    code = generate(model_copy, tmp_path / "o")
+    assert code == 2
+    one_error_line(capsys, code, "tiny2d", "template")
+
+
+def test_model_card_claiming_three_dimensions(model_copy, tmp_path, capsys):
+    """Reference: a 2D model whose card is edited to say 3D: the weights cannot match, refused in one line."""
+    card = json.loads((model_copy / "model_card.json").read_text())
+    card["spatial_dims"] = 3
+    (model_copy / "model_card.json").write_text(json.dumps(card))
+    one_error_line(capsys, generate(model_copy, tmp_path / "o"), "model.safetensors", "do not match")
+
+
+# ------------------------------------------------------------------------------------------------ weights
+def test_tampered_truncated_or_unchecked_weights_are_refused(model_copy, tmp_path, capsys):
+    """Reference: the sha256 and size recorded in model_card.json; a card without a checksum is refused too."""
+    weights = model_copy / "model.safetensors"
+    original = weights.read_bytes()
+    tampered = bytearray(original)
+    tampered[len(tampered) // 2] ^= 0x01
+    weights.write_bytes(bytes(tampered))
+    one_error_line(capsys, generate(model_copy, tmp_path / "o"), "model.safetensors", "sha256 mismatch")
+    weights.write_bytes(original[: len(original) - 1000])
+    one_error_line(capsys, generate(model_copy, tmp_path / "o"), "model.safetensors", "truncated")
+    weights.write_bytes(original)
+    card = json.loads((model_copy / "model_card.json").read_text())
+    del card["weights"]["sha256"]
+    (model_copy / "model_card.json").write_text(json.dumps(card))
+    one_error_line(capsys, generate(model_copy, tmp_path / "o"), "no sha256")
+    assert no_files_in(tmp_path / "o")
+
+
+class _Payload:
+    """Unpickling this object creates the file ``marker`` (stands for arbitrary code run by a malicious pickle)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save"])
+def test_pickled_weights_are_never_unpickled(model_copy, tmp_path, capsys, kind):
+    """Reference: a pickle whose loading would create a marker file, installed as the weights with a *matching*
+    sha256 and size in the card (an attacker who edits both): the loader must refuse it and the marker must not exist."""
+    marker = tmp_path / "unpickled.txt"
+    weights = model_copy / "model.safetensors"
+    if kind == "pickle":
+        weights.write_bytes(pickle.dumps({"w": _Payload(marker)}))
+    else:
+        torch.save({"w": _Payload(marker)}, str(weights))
+    card = json.loads((model_copy / "model_card.json").read_text())
+    card["weights"].update(sha256=sha256_file(weights), bytes=weights.stat().st_size)
+    (model_copy / "model_card.json").write_text(json.dumps(card))
+    one_error_line(capsys, generate(model_copy, tmp_path / "o"), "model.safetensors", "not a readable safetensors file")
+    assert not marker.exists()
+
+
+def test_registration_weights_checksum_and_no_pickle(tmp_path):
+    """Reference: the registration model card's sha256 (a flipped byte and a truncation are refused), and a pickle
+    with a matching checksum is not unpickled (its marker file never appears)."""
+    from DiffDefAtlasLib.errors import DiffDefInputError
+    from DiffDefAtlasLib.register.network import NetworkConfig, RegistrationNetwork
+    from DiffDefAtlasLib.register.weights import _verified_state, load_registration_network, save_registration_network
+
+    folder = tmp_path / "registration2d"
+    torch.manual_seed(0)
+    save_registration_network(RegistrationNetwork(NetworkConfig(spatial_dims=2)), folder, {"training": "none (test)"})
+    assert load_registration_network(2, folder=folder) is not None
+    weights = folder / "registration2d.safetensors"
+    original = weights.read_bytes()
+    for damaged in (original[:-100], original[:100] + bytes([original[100] ^ 1]) + original[101:]):
+        _verified_state.cache_clear()
+        weights.write_bytes(damaged)
+        with pytest.raises(DiffDefInputError, match="registration2d.safetensors: checksum mismatch"):
+            load_registration_network(2, folder=folder)
+    marker = tmp_path / "unpickled.txt"
+    weights.write_bytes(pickle.dumps({"w": _Payload(marker)}))
+    card = json.loads((folder / "model_card.json").read_text())
+    card["sha256"] = sha256_file(weights)
+    (folder / "model_card.json").write_text(json.dumps(card))
+    _verified_state.cache_clear()
+    with pytest.raises(Exception):
+        load_registration_network(2, folder=folder)
+    _verified_state.cache_clear()
+    assert not marker.exists()
+
+
+@pytest.mark.xfail(strict=True, reason="register/weights.py _verified_state lets safetensors' SafetensorError escape (the "
+                   "command line then reports an internal error): wrap load_file in try/except (SafetensorError, OSError, "
+                   "ValueError) and raise DiffDefInputError(f'{path}: not a readable safetensors file ({error})')")
+def test_registration_weights_that_are_not_safetensors_are_an_input_error(tmp_path):
+    """Reference: a pickle with a matching sha256 in the registration card must give a DiffDefInputError."""
+    from DiffDefAtlasLib.errors import DiffDefInputError
+    from DiffDefAtlasLib.register.network import NetworkConfig, RegistrationNetwork
+    from DiffDefAtlasLib.register.weights import _verified_state, load_registration_network, save_registration_network
+
+    folder = tmp_path / "registration2d"
+    save_registration_network(RegistrationNetwork(NetworkConfig(spatial_dims=2)), folder, {})
+    weights = folder / "registration2d.safetensors"
+    weights.write_bytes(pickle.dumps({"w": 1}))
+    card = json.loads((folder / "model_card.json").read_text())
+    card["sha256"] = sha256_file(weights)
+    (folder / "model_card.json").write_text(json.dumps(card))
+    _verified_state.cache_clear()
+    try:
+        with pytest.raises(DiffDefInputError, match="registration2d.safetensors"):
+            load_registration_network(2, folder=folder)
+    finally:
+        _verified_state.cache_clear()
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+@pytest.mark.parametrize("command", ["generate", "sweep"])
+def test_existing_output_folder_is_not_overwritten(model, tmp_path, capsys, command):
+    """Reference: a folder holding the user's file; without --overwrite nothing in it changes, with it the new files
+    are added and the user's file is kept (nothing is deleted)."""
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "notes.txt").write_text("user data")
+    argv = [command, "--model", str(model), "--device", "cpu", "--out", str(out)] + (["--vary", "age=50:60:10"] if command == "sweep" else [])
+    one_error_line(capsys, main(argv), str(out), "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "user data"
+    assert main(argv + ["--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "user data" and (out / "summary.json").is_file()
+
+
+def test_interrupted_write_keeps_the_previous_atlas(model, tmp_path, capsys, monkeypatch):
+    """Reference: the bytes of the first run's atlas.nii.gz. A second run (--overwrite, other conditions) is
+    interrupted while SimpleITK writes its atlas (half the bytes written, then Ctrl-C): status 3, the old atlas is
+    intact, and no temporary file is left behind."""
+    import SimpleITK as sitk
+
+    out = tmp_path / "o"
+    assert generate(model, out, "--set", "age=50") == 0
+    before = (out / "atlas.nii.gz").read_bytes()
+    real_write = sitk.WriteImage
+
+    def interrupted_write(image, filename, *args, **kwargs):
+        real_write(image, filename, *args, **kwargs)
+        if ".atlas.nii.gz." in str(filename):
+            with open(filename, "r+b") as stream:
+                stream.truncate(len(open(filename, "rb").read()) // 2)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sitk, "WriteImage", interrupted_write)
+    capsys.readouterr()
+    assert generate(model, out, "--set", "age=70", "--overwrite") == 3
+    assert "interrupted" in capsys.readouterr().err
+    assert (out / "atlas.nii.gz").read_bytes() == before
+    assert not [p.name for p in out.iterdir() if ".part" in p.name]
+
+
+# ------------------------------------------------------------------------------------------------ reproducibility, provenance
+def test_same_seed_gives_a_bitwise_identical_atlas(model, tmp_path):
+    """Reference: two independent command-line runs (generator and template caches cleared in between), compared
+    voxel by voxel with nibabel; a different seed at temperature 1 must differ (so the comparison can fail)."""
+    from DiffDefAtlasLib.generate import atlas, bundled
+
+    runs = {}
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        bundled._load_cached.cache_clear()
+        atlas._template_images_cached.cache_clear()
+        assert generate(model, tmp_path / name, "--set", "age=63", "--set", "sex=M", "--seed", seed, "--temperature", "1") == 0
+        runs[name] = {f: np.asanyarray(nib.load(str(tmp_path / name / f)).dataobj) for f in ("atlas.nii.gz", "labels.nii.gz", "displacement.nii.gz")}
+    for f in runs["a"]:
+        assert runs["a"][f].dtype == runs["b"][f].dtype and np.array_equal(runs["a"][f], runs["b"][f]), f
+    assert not np.array_equal(runs["a"]["atlas.nii.gz"], runs["c"]["atlas.nii.gz"])
+
+
+def test_every_summary_records_versions_device_and_peak_rss(model, tmp_path):
+    """Reference: the installed torch and monai versions, the package version, and getrusage's peak RSS of this very
+    process read after the run (the recorded peak can only be lower or equal, and holds at least torch)."""
+    import monai
+
+    from DiffDefAtlasLib import __version__
+
+    assert generate(model, tmp_path / "g") == 0
+    assert main(["sweep", "--model", str(model), "--vary", "sex=F,M", "--device", "cpu", "--out", str(tmp_path / "s")]) == 0
+    peak_now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    for path in (tmp_path / "g" / "summary.json", tmp_path / "s" / "summary.json"):
+        environment = json.loads(path.read_text())["environment"]
+        for key in VERSION_KEYS:
+            assert environment.get(key) not in (None, ""), (path, key)
+        assert environment["diffdef_atlas_version"] == __version__
+        assert environment["torch_version"] == torch.__version__ and environment["monai_version"] == monai.__version__
+        assert environment["device"] == "cpu"
+        assert 50 < environment["peak_rss_mb"] <= peak_now + 1
+
+
+def test_cuda_out_of_memory_falls_back_to_the_cpu(model, tmp_path, capsys, monkeypatch):
+    """Reference: a fake CUDA device whose model loading raises torch.cuda.OutOfMemoryError. The command must warn in
+    one line, rerun on the CPU and record the CPU as the device; the atlas equals a plain CPU run."""
+    import DiffDefAtlasLib.device as device_module
+    from DiffDefAtlasLib.generate import bundled
+
+    real_select, real_load = device_module.select_device, bundled.load_generator
+    tried = []
+
+    def fake_select(name="auto"):
+        return torch.device("cuda") if str(name).startswith("cuda") else real_select(name)
+
+    def fake_load(name, device="auto"):
+        tried.append(torch.device(device).type)
+        if torch.device(device).type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_load(name, device)
+
+    assert generate(model, tmp_path / "cpu") == 0
+    capsys.readouterr()
+    monkeypatch.setattr(device_module, "select_device", fake_select)
+    monkeypatch.setattr(bundled, "load_generator", fake_load)
+    assert main(["generate", "--model", str(model), "--device", "cuda", "--out", str(tmp_path / "fallback")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert tried == ["cuda", "cpu"]
+    assert len(err) == 1 and "warning" in err[0] and "out of memory" in err[0] and "CPU" in err[0]
+    summary = json.loads((tmp_path / "fallback" / "summary.json").read_text())
+    assert summary["device"] == "cpu" and summary["environment"]["device"] == "cpu"
+    a = np.asanyarray(nib.load(str(tmp_path / "cpu" / "atlas.nii.gz")).dataobj)
+    b = np.asanyarray(nib.load(str(tmp_path / "fallback" / "atlas.nii.gz")).dataobj)
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_atlas_in_another_process(model, tmp_path):
+    """Reference: an atlas generated in a fresh Python process (own caches, own thread pool) must equal, bitwise,
+    the one generated in this process."""
+    import subprocess
+    import sys
+
+    assert generate(model, tmp_path / "here", "--seed", "5", "--temperature", "1") == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "DiffDefAtlasLib.cli.main", "generate", "--model", str(model), "--device", "cpu", "--seed", "5",
+         "--temperature", "1", "--out", str(tmp_path / "there")], capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    a = np.asanyarray(nib.load(str(tmp_path / "here" / "atlas.nii.gz")).dataobj)
+    b = np.asanyarray(nib.load(str(tmp_path / "there" / "atlas.nii.gz")).dataobj)
+    assert np.array_equal(a, b)

@@ -1,0 +1,102 @@
+"""Training survives a hard kill (issue 8, item 3): ``diffdef-atlas train`` killed with SIGKILL after its first
+checkpoint, then run again, ends with the same weights as an uninterrupted run of the same seed.
+
+Reference: the uninterrupted run (same command, same seed, one thread), compared tensor by tensor. Slow: three fresh
+Python processes (``python -m pytest -m slow``). The in-process variant (a stopped run with a half-written checkpoint)
+is ``test_train.py::test_resume_continues_from_last_complete_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from DiffDefAtlasLib.train.checkpoints import LossLog, latest_checkpoint, list_checkpoints
+
+STEPS = 60
+
+
+def _command(work):
+    return [sys.executable, "-m", "DiffDefAtlasLib.cli.main", "train", "--stage", "autoencoder", "--model", "synthetic2d",
+            "--work", str(work), "--steps", str(STEPS), "--checkpoint-every", "2", "--batch-size", "2", "--subjects", "12",
+            "--device", "cpu", "--threads", "1", "--quiet", "--seed", "3"]
+
+
+def _environment():
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_killed_training_resumes_to_the_same_weights(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    done = subprocess.run(_command(straight), capture_output=True, text=True, timeout=600, env=_environment())
+    assert done.returncode == 0, done.stderr
+
+    process = subprocess.Popen(_command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_environment())
+    deadline = time.monotonic() + 300
+    try:
+        while not list_checkpoints(killed, "autoencoder"):
+            assert process.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    newest = max(step for step, _ in list_checkpoints(killed, "autoencoder"))
+    assert newest < STEPS, "the run finished before it was killed: the test proved nothing"
+
+    resumed = subprocess.run(_command(killed), capture_output=True, text=True, timeout=600, env=_environment())
+    assert resumed.returncode == 0, resumed.stderr
+    step_a, state_a = latest_checkpoint(straight, "autoencoder")
+    step_b, state_b = latest_checkpoint(killed, "autoencoder")
+    assert step_a == step_b == STEPS
+    assert state_a["objective"].keys() == state_b["objective"].keys()
+    for key in state_a["objective"]:
+        assert torch.equal(state_a["objective"][key], state_b["objective"][key]), key
+    rows_a, rows_b = LossLog(straight, "autoencoder").rows(), LossLog(killed, "autoencoder").rows()
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
+    # rows logged after the first full log interval following the kill (the row that spans the kill is covered by
+    # test_loss_log_row_spanning_a_resume_is_complete)
+    assert [r["loss"] for r in rows_a][1:] == [r["loss"] for r in rows_b][1:]
+
+
+@pytest.fixture
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.xfail(strict=True, reason="train/stages.py run_stage restarts the running loss sums at a resume, so the "
+                   "first logged row after it averages fewer steps: save `running` in the checkpoint "
+                   "(save_checkpoint(..., {'objective': ..., 'optimizer': ..., 'running': running})) and restore it "
+                   "(running = state.get('running', {})) when resuming")
+def test_loss_log_row_spanning_a_resume_is_complete(tmp_path, one_thread):
+    """Reference: an uninterrupted 8-step run logging every 4 steps; a run stopped at step 2 and resumed must log
+    the same mean losses at steps 4 and 8."""
+    from DiffDefAtlasLib.train.data import synthetic_fields
+    from DiffDefAtlasLib.train.recipes import draft_card
+    from DiffDefAtlasLib.train.stages import StageSettings, train_autoencoder
+
+    fields = synthetic_fields(8, 2, shape=(24, 32), seed=1)
+    card, _ = draft_card("synthetic2d", fields)
+
+    def settings(work, steps):
+        return StageSettings(work_dir=work, steps=steps, batch_size=2, device="cpu", progress=False, checkpoint_every=2, log_every=4)
+
+    train_autoencoder(fields, settings(tmp_path / "a", 8), card)
+    train_autoencoder(fields, settings(tmp_path / "b", 2), card)
+    train_autoencoder(fields, settings(tmp_path / "b", 8), card)
+    rows_a, rows_b = LossLog(tmp_path / "a", "autoencoder").rows(), LossLog(tmp_path / "b", "autoencoder").rows()
+    assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a] == ["2", "4", "8"] or [r["step"] for r in rows_b] == [r["step"] for r in rows_a]
+    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]

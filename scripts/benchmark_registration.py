@@ -1,0 +1,271 @@
+"""Benchmark atlas registration on held-out labelled subjects (not a test; needs ../shared/data).
+
+Pairs: each held-out subject (the last 4 SynthSeg and 4 BrainWeb label maps with images synthesised from them,
+FreeSurfer ``bert`` and the VoxelMorph subject with their real T1s; all skull-stripped) registered to the MNI template.
+Dice is measured in template space between the template's labels and the subject's labels carried by each method's
+transform (CSF, GM, WM and, where the subject's labels have them, lateral ventricles).
+
+Methods: learned (affine + network), learned + refinement, a SimpleITK baseline (the same affine + diffeomorphic
+demons), ANTs SyN (``antspyx``, default ``SyN`` with its own affine; benchmark-only dependency, skipped when absent).
+Every method runs in its own process (spawn), so its peak RSS is its own; timings use ``--threads`` CPU threads.
+
+    python scripts/benchmark_registration.py --resolution 2mm --pairs 10 --refine 200
+    python scripts/benchmark_registration.py --resolution 1mm --methods learned,ants
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+METHODS = ("learned", "learned+refine", "sitk-demons", "ants-syn")
+
+
+def _threads(n: int) -> None:
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    import SimpleITK as sitk
+    import torch
+
+    torch.set_num_threads(n)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+
+
+def load_pairs(limit: int | None, seed: int = 0):
+    """Held-out subjects as (name, image Volume, library-class labels Volume, has_ventricles)."""
+    from DiffDefAtlasLib.data.label_datasets import list_label_maps, load_label_map
+    from DiffDefAtlasLib.data.labelmaps import NON_BRAIN, class_lookup, has_ventricles, to_diffdef_labels
+    from DiffDefAtlasLib.data.synthesis import synthesise_image
+    from DiffDefAtlasLib.imageio import Volume
+    from DiffDefAtlasLib.register.training_data import split_label_maps
+
+    _, held = split_label_maps(list_label_maps())
+    # Interleave sources so that --pairs N still covers all of them.
+    order = sorted(held, key=lambda i: (sum(1 for j in held if j.source == i.source and j.name < i.name), i.source))
+    pairs = []
+    for info in order[:limit]:
+        subject = load_label_map(info, with_image=True)
+        classes = class_lookup(subject.labels.array, info.convention)
+        if subject.image is None:
+            brain_only = np.where(classes == NON_BRAIN, 0, subject.labels.array)
+            image = synthesise_image(Volume(brain_only, subject.labels.affine), info.convention, seed=seed, blur_sigma_mm=0.5).image
+        else:
+            image = subject.image
+        labels = to_diffdef_labels(subject.labels, info.convention)
+        pairs.append((info.name, image, labels, has_ventricles(info.convention)))
+    return pairs
+
+
+def dice_in_template(warped_labels: np.ndarray, template_labels: np.ndarray, ventricles: bool) -> float:
+    from DiffDefAtlasLib.data.labelmaps import dice_per_class, merge_ventricles_into_csf
+
+    a, b = np.asarray(warped_labels, np.uint8), np.asarray(template_labels, np.uint8)
+    if not ventricles:
+        a, b = merge_ventricles_into_csf(a), merge_ventricles_into_csf(b)
+    scores = dice_per_class(a, b, classes=(1, 2, 3, 4) if ventricles else (1, 2, 3))
+    return float(np.nanmean(list(scores.values())))
+
+
+def _metrics(displacement: np.ndarray, grid, moving, labels, template, ventricles: bool) -> dict:
+    import torch
+
+    from DiffDefAtlasLib.register.engine import brain_ncc
+    from DiffDefAtlasLib.spatial import jacobian_determinant, jacobian_summary, warp_image, warp_labels
+
+    u = torch.as_tensor(displacement)[None]
+    mask = torch.as_tensor(np.array(template.brain_mask.array) > 0)[None]
+    jac = jacobian_determinant(u.double(), grid)
+    summary = jacobian_summary(jac, grid, mask)
+    warped_labels = warp_labels(torch.as_tensor(np.asarray(labels.array, np.int64))[None, None], u, grid, labels.grid)[0, 0].numpy()
+    warped = warp_image(torch.as_tensor(np.asarray(moving.array, np.float32))[None, None], u.float(), grid, moving.grid)
+    ncc = brain_ncc(warped, torch.as_tensor(np.array(template.t1.array))[None, None], mask[:, None].float())
+    return {
+        "dice": dice_in_template(warped_labels, template.labels.array, ventricles),
+        "folding": summary["folding_ratio_nonpositive"],
+        "log_detj_std": summary["log_detj_std"],
+        "ncc": ncc,
+    }
+
+
+def run_method(method: str, resolution: str, limit: int | None, refine: int, threads: int, queue) -> None:
+    """Child process: run one method on every pair; put (results, peak RSS in MB) on ``queue``."""
+    import resource
+
+    _threads(threads)
+    from DiffDefAtlasLib.template import load_template
+
+    template = load_template(resolution)
+    pairs = load_pairs(limit)
+    results = []
+    for name, image, labels, ventricles in pairs:
+        start = time.perf_counter()
+        displacement = globals()[f"_run_{method.replace('+', '_').replace('-', '_')}"](image, template, refine)
+        elapsed = time.perf_counter() - start
+        if displacement is None:
+            break
+        metrics = _metrics(displacement, template.grid, image, labels, template, ventricles)
+        results.append({"pair": name, "seconds": elapsed, **metrics})
+        print(f"  {method:15s} {name:16s} dice {metrics['dice']:.3f} fold {metrics['folding']:.5f} "
+              f"sdlogJ {metrics['log_detj_std']:.3f} ncc {metrics['ncc']:.3f} {elapsed:.1f} s", flush=True)
+    queue.put((results, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
+
+
+def _run_learned(image, template, refine):
+    from DiffDefAtlasLib.register import register_to_atlas
+
+    return register_to_atlas(image, template.t1, atlas_mask=template.brain_mask, device="cpu").displacement
+
+
+def _run_learned_refine(image, template, refine):
+    from DiffDefAtlasLib.register import register_to_atlas
+
+    return register_to_atlas(image, template.t1, atlas_mask=template.brain_mask, refine=refine, device="cpu").displacement
+
+
+def _run_sitk_demons(image, template, refine):
+    """The same MI affine, then SimpleITK diffeomorphic demons (histogram-matched, 3 levels) on the template grid."""
+    import SimpleITK as sitk
+    import torch
+
+    from DiffDefAtlasLib.imageio import Volume, volume_to_sitk
+    from DiffDefAtlasLib.register.affine import affine_register
+    from DiffDefAtlasLib.register.inputs import compose_with_affine, resample
+    from DiffDefAtlasLib.spatial import displacement_from_sitk
+
+    grid = template.grid
+    matrix = affine_register(template.t1, image, fixed_mask=template.brain_mask)
+    moving = Volume(resample(image, grid, matrix)[0, 0].numpy(), grid.affine)
+    fixed_s = sitk.Cast(volume_to_sitk(template.t1), sitk.sitkFloat32)
+    moving_s = sitk.HistogramMatching(sitk.Cast(volume_to_sitk(moving), sitk.sitkFloat32), fixed_s, 256, 7, True)
+    demons = sitk.DiffeomorphicDemonsRegistrationFilter()
+    demons.SetNumberOfIterations(50)
+    demons.SetStandardDeviations(1.5)
+    field = None
+    for shrink in (4, 2, 1):
+        f = sitk.Shrink(fixed_s, [shrink] * 3) if shrink > 1 else fixed_s
+        m = sitk.Shrink(moving_s, [shrink] * 3) if shrink > 1 else moving_s
+        if field is not None:
+            field = sitk.Resample(field, f, sitk.Transform(), sitk.sitkLinear, 0.0, field.GetPixelID())
+            field = demons.Execute(f, m, field)
+        else:
+            field = demons.Execute(f, m)
+    u, field_grid = displacement_from_sitk(field)
+    return compose_with_affine(matrix, torch.as_tensor(u)[None], grid)[0].numpy()
+
+
+def _run_ants_syn(image, template, refine):
+    """antspyx default ``SyN`` (with its own affine); the composite transform is sampled on the template grid."""
+    try:
+        import ants
+    except ImportError:
+        print("  antspyx is not installed: skipping ANTs SyN (pip install antspyx)", flush=True)
+        return None
+    import SimpleITK as sitk
+    import torch
+
+    from DiffDefAtlasLib.imageio import write_image
+    from DiffDefAtlasLib.spatial import displacement_from_sitk
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_image(template.t1, Path(tmp) / "fixed.nii.gz")
+        write_image(image, Path(tmp) / "moving.nii.gz")
+        fixed = ants.image_read(str(Path(tmp) / "fixed.nii.gz"))
+        moving = ants.image_read(str(Path(tmp) / "moving.nii.gz"))
+        start = time.perf_counter()
+        result = ants.registration(fixed, moving, type_of_transform="SyN")
+        _ = time.perf_counter() - start
+        # Compose warp + affine into one displacement field on the fixed grid (ITK convention, LPS).
+        composite = ants.apply_transforms(fixed, moving, result["fwdtransforms"], compose=str(Path(tmp) / "composite"))
+        field = sitk.ReadImage(composite, sitk.sitkVectorFloat64)
+        u, _ = displacement_from_sitk(field)
+    return u
+
+
+def oasis_2d(models: dict[str, Path | None], refine: int, limit: int | None) -> None:
+    """2D check on the OASIS validation slices against the 2D template: NCC, folding, std log det J per model."""
+    import torch
+
+    from DiffDefAtlasLib.data.oasis import load_oasis_slice, oasis_cohort
+    from DiffDefAtlasLib.imageio import read_image
+    from DiffDefAtlasLib.register import load_registration_network, register_to_atlas
+    from DiffDefAtlasLib.register.weights import model_folder
+
+    template = read_image(model_folder(2) / "template2d.nii.gz")
+    ids = [s.subject_id for s in oasis_cohort("axial", "validation").subjects][:limit]
+    print("| 2D model (OASIS validation) | slices | NCC affine | NCC registered | folding % | std log detJ | median s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, folder in models.items():
+        network = load_registration_network(2, device="cpu", folder=folder)
+        rows = []
+        for sid in ids:
+            start = time.perf_counter()
+            result = register_to_atlas(load_oasis_slice(sid), template, network=network, refine=refine, device="cpu")
+            s = result.summary
+            rows.append((s["similarity"]["ncc_brain_affine_only_working_grid"], s["similarity"]["ncc_brain"], s["folding_ratio"],
+                         s["log_detj_std_brain"], time.perf_counter() - start, s["lambda"]["mean"]))
+        r = np.array(rows)
+        print(f"| {name} | {len(rows)} | {r[:, 0].mean():.3f} | {r[:, 1].mean():.3f} | {100 * r[:, 2].mean():.4f} | {r[:, 3].mean():.3f} | {np.median(r[:, 4]):.2f} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolution", choices=("2mm", "1mm"), default="2mm", help="template grid (fixed image)")
+    parser.add_argument("--pairs", type=int, default=None, help="use only the first N held-out subjects")
+    parser.add_argument("--refine", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--oasis2d", action="store_true", help="run the 2D OASIS check instead")
+    parser.add_argument("--compare-2d", type=Path, action="append", default=[], help="another 2D model folder (e.g. the uniform-λ ablation)")
+    args = parser.parse_args(argv)
+    if args.oasis2d:
+        _threads(args.threads)
+        models = {"bundled 2D (spatially varying λ)": None, **{str(p.name): p for p in args.compare_2d}}
+        oasis_2d(models, args.refine if "refine" in args.methods else 0, args.pairs)
+        return 0
+    methods = [m for m in args.methods.split(",") if m]
+    context = multiprocessing.get_context("spawn")
+    rows = {}
+    for method in methods:
+        print(f"running {method} ...", flush=True)
+        queue = context.Queue()
+        process = context.Process(target=run_method, args=(method, args.resolution, args.pairs, args.refine, args.threads, queue))
+        process.start()
+        results, rss = queue.get()
+        process.join()
+        if results:
+            rows[method] = {
+                "pairs": len(results),
+                "dice": float(np.mean([r["dice"] for r in results])),
+                "folding": float(np.mean([r["folding"] for r in results])),
+                "log_detj_std": float(np.mean([r["log_detj_std"] for r in results])),
+                "ncc": float(np.mean([r["ncc"] for r in results])),
+                "median_s": float(np.median([r["seconds"] for r in results])),
+                "peak_rss_mb": rss,
+                "per_pair": results,
+            }
+    ants = rows.get("ants-syn", {}).get("median_s")
+    print(f"\nRegistration to MNI ICBM152 2009a at {args.resolution}, {args.threads} CPU threads, held-out pairs")
+    print(f"| method | pairs | mean Dice | folding % (detJ<=0) | std log detJ | NCC (brain) | median CPU s | x ANTs SyN | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for method, row in rows.items():
+        ratio = f"{ants / row['median_s']:.1f}x faster" if ants else "n/a"
+        print(f"| {method} | {row['pairs']} | {row['dice']:.3f} | {100 * row['folding']:.4f} | {row['log_detj_std']:.3f} | {row['ncc']:.3f} | "
+              f"{row['median_s']:.2f} | {ratio} | {row['peak_rss_mb']:.0f} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
