@@ -81,8 +81,17 @@ def default_max_bytes() -> int:
     return DEFAULT_MAX_BYTES if memory is None else memory // 4
 
 
-def _check_size(path: Path, shape, components: int, dtype, max_bytes: int) -> None:
-    """Refuse an image whose voxels (as ``dtype``; 8 bytes when kept native) would exceed ``max_bytes``."""
+def check_size_limit(path: str | Path, shape, components: int = 1, dtype=np.float32, max_bytes: int | None = None) -> None:
+    """Refuse an image of ``shape`` (read from its header) whose voxels, as ``dtype`` (8 bytes when ``None``: kept
+    native), would exceed ``max_bytes`` (default :func:`default_max_bytes`); call it before allocating.
+
+    Example:
+        >>> check_size_limit("big.nii", (30000, 30000, 30000), max_bytes=2**30)
+        Traceback (most recent call last):
+        ...
+        DiffDefAtlasLib.errors.DiffDefInputError: big.nii: image of size 30000x30000x30000 needs 100582.8 GiB, more than the 1.0 GiB allowed (set DIFFDEF_ATLAS_MAX_IMAGE_GB to change the limit)
+    """
+    max_bytes = default_max_bytes() if max_bytes is None else int(max_bytes)
     itemsize = np.dtype(dtype).itemsize if dtype is not None else 8
     nbytes = float(np.prod([float(s) for s in shape])) * max(int(components), 1) * itemsize
     if nbytes > max_bytes:
@@ -197,7 +206,7 @@ def _inspect_nifti(path: Path, max_bytes: int, dtype) -> None:
         raise DiffDefInputError(f"{_describe(path)}: voxel spacing must be positive, found {tuple(zooms)} in the header")
     if any(d < 0 for d in shape):
         raise DiffDefInputError(f"{_describe(path)}: negative image size {tuple(shape)} in the header")
-    _check_size(path, shape, 1, dtype, max_bytes)
+    check_size_limit(path, shape, 1, dtype, max_bytes)
     try:
         stored = header.get_data_dtype()
     except Exception:
@@ -243,7 +252,7 @@ def _read_mgh(path: Path, dtype: type | None, max_bytes: int) -> Volume:
         image = nib.load(str(path))
     except Exception as error:
         raise DiffDefInputError(f"{_describe(path)}: cannot read image ({_error_line(error)})") from error
-    _check_size(path, image.shape, 1, dtype, max_bytes)
+    check_size_limit(path, image.shape, 1, dtype, max_bytes)
     try:
         array = np.asarray(image.dataobj)
     except Exception as error:
@@ -303,7 +312,7 @@ def read_image(path: str | Path, *, max_bytes: int | None = None, dtype: type | 
         reader, file_reader = _reader(path)
         if file_reader is not None:
             file_reader.ReadImageInformation()
-            _check_size(path, file_reader.GetSize(), file_reader.GetNumberOfComponents(), dtype, max_bytes)
+            check_size_limit(path, file_reader.GetSize(), file_reader.GetNumberOfComponents(), dtype, max_bytes)
         image = reader.Execute()
     except DiffDefInputError:
         raise

@@ -52,7 +52,7 @@ def test_fit_recovers_known_svf_2d():
     """Reference: a known smooth SVF (max 6 mm) warping an axial slice of the template's tissue maps (2 mm); the fitted
     deformation's endpoint error inside the brain must be a small fraction of the true displacement."""
     error, magnitude = _recovery(2, FitSettings(iterations=(80, 80)))
-    assert magnitude > 1.5
+    assert magnitude > 1.0
     assert error < 0.3 * magnitude, (error, magnitude)
 
 

@@ -205,6 +205,7 @@ def test_size_limit_follows_the_machine_memory(files, tmp_path, capsys, monkeypa
         pytest.skip("no /proc/meminfo")
     total = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemTotal:"))) * 1024
     total = min(total, _cgroup_memory_limit() or total)
+    monkeypatch.delenv("DIFFDEF_ATLAS_MAX_IMAGE_GB", raising=False)
     assert default_max_bytes() == pytest.approx(total / 4, rel=0.02)
     monkeypatch.setenv("DIFFDEF_ATLAS_MAX_IMAGE_GB", str(64 / 1024**2))
     one_error_line(capsys, register(files, "good3", "good3", tmp_path / "out"), "good3.nii.gz", "32x32x32", "DIFFDEF_ATLAS_MAX_IMAGE_GB")

@@ -67,7 +67,7 @@ def main(model: str = "brain3d", defaults: dict | None = None) -> int:
             report["ablation_without_mp"] = {k: v for k, v in without.items() if not isinstance(v, list)}
         from DiffDefAtlasLib.train.recipes import cached_fields
 
-        report["ventricle_trends"] = evaluation.ventricle_trends(model, cached_fields(model, args.work))
+        report["ventricle_trends"] = evaluation.ventricle_trends(model, cached_fields(model, args.work), max_subjects=120)
         report["seconds"] = round(time.monotonic() - start, 1)
         card = resolve_model(model)
         summary = {k: v for k, v in report.items() if not isinstance(v, list) or k == "conditions"}

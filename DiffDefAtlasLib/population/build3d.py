@@ -104,33 +104,61 @@ def _trend(ages, values) -> dict:
     return {"slope_per_year": trend.slope, "r": trend.r, "p_value": trend.p_value, "n": trend.n, "mean": float(np.mean(values))}
 
 
-def measure_trends(model: PopulationModel, fields: IxiFieldSet | None = None, n_samples: int = 500, seed: int = 0, data_dir=None, progress: bool = True) -> dict:
-    """Age trends (slope per year, Pearson r) of volumes on the real IXI maps, the real subjects' fitted fields and model samples.
+def _adjusted_trend(values: np.ndarray, covariates: np.ndarray) -> dict:
+    """Age coefficient (column 0) of the least-squares fit of ``values`` on an intercept and ``covariates``, with its
+    standard error: the slope with sex and map type held fixed, as in the model's regression."""
+    design = np.concatenate([np.ones((len(values), 1)), covariates], axis=1)
+    beta, *_ = np.linalg.lstsq(design, values, rcond=None)
+    residual = values - design @ beta
+    dof = len(values) - design.shape[1]
+    covariance = np.linalg.inv(design.T @ design) * float(residual @ residual) / dof
+    return {"slope_per_year": float(beta[1]), "standard_error": float(np.sqrt(covariance[1, 1])), "n": len(values), "mean": float(np.mean(values))}
 
-    Model samples have ages uniform over the fitted range and F/M with equal odds.
+
+def real_map_trends(data_dir=None) -> dict:
+    """Age trends of volumes measured directly on the IXI maps (FAST segmentations, PVE sums): ``data.ixi`` measurements."""
+    rows = ixi_tissue_measurements(data_dir)
+    trends = {}
+    for key, description in (
+        ("central_csf_ml", "FAST CSF in the MNI ventricle box (ventricle proxy)"),
+        ("csf_volume_ml", "FAST CSF"),
+        ("gm_volume_ml", "FAST GM"),
+        ("wm_volume_ml", "FAST WM"),
+        ("gm_fraction", "FAST GM / (CSF + GM + WM)"),
+        ("gm_pve_ml", "GM partial-volume sum"),
+        ("wm_pve_ml", "WM partial-volume sum"),
+    ):
+        pairs = [(float(r["age"]), float(r[key])) for r in rows if key in r]
+        if len(pairs) >= 3:
+            ages, values = zip(*pairs)
+            trends[key] = {"description": description, **_trend(ages, values)}
+    return trends
+
+
+def fitted_field_trends(model: PopulationModel, fields: IxiFieldSet) -> dict:
+    """Age trends of the warped-template volumes of the real subjects' own fitted fields.
+
+    ``all``: plain regression on age over every subject; ``seg``: the FAST-segmentation subjects only (the model's
+    reference map type); ``adjusted``: the age coefficient with sex and map type as covariates (the model's design).
     """
+    volumes = fitted_volumes(model, fields)
+    covariates, _ = design_matrix(fields, 0.0)
+    seg = np.array([k == "seg" for k in fields.kinds])
+    out: dict = {"all": {}, "seg": {}, "adjusted": {}, "per_subject": {}}
+    for key in MODEL_VOLUMES:
+        values = np.array([v[key] for v in volumes])
+        out["all"][key] = _trend(fields.ages, values)
+        out["seg"][key] = _trend(fields.ages[seg], values[seg])
+        out["adjusted"][key] = _adjusted_trend(values, covariates)
+        out["per_subject"][key] = [round(float(v), 3) for v in values]
+    out["per_subject"]["subject_ids"] = list(fields.subject_ids)
+    return out
+
+
+def model_sample_trends(model: PopulationModel, n_samples: int = 500, seed: int = 0, progress: bool = True) -> dict:
+    """Age trends of the warped-template volumes of ``n_samples`` model samples (ages uniform, F/M equally likely)."""
     from tqdm import tqdm
 
-    started = time.perf_counter()
-    trends: dict = {"real_maps": {}, "fitted_fields": {}, "model_samples": {}, "model_mean": {}}
-    if fields is not None:
-        rows = ixi_tissue_measurements(data_dir)
-        for key, description in (
-            ("central_csf_ml", "FAST CSF in the MNI ventricle box (ventricle proxy)"),
-            ("csf_volume_ml", "FAST CSF"),
-            ("gm_volume_ml", "FAST GM"),
-            ("wm_volume_ml", "FAST WM"),
-            ("gm_fraction", "FAST GM / (CSF + GM + WM)"),
-            ("gm_pve_ml", "GM partial-volume sum"),
-            ("wm_pve_ml", "WM partial-volume sum"),
-        ):
-            pairs = [(float(r["age"]), float(r[key])) for r in rows if key in r]
-            if len(pairs) >= 3:
-                ages, values = zip(*pairs)
-                trends["real_maps"][key] = {"description": description, **_trend(ages, values)}
-        volumes = fitted_volumes(model, fields)
-        for key in MODEL_VOLUMES:
-            trends["fitted_fields"][key] = _trend(fields.ages, [v[key] for v in volumes])
     ages, volumes = [], []
     chunk = 25
     bar = tqdm(total=n_samples, desc="model samples", disable=not progress)
@@ -140,49 +168,69 @@ def measure_trends(model: PopulationModel, fields: IxiFieldSet | None = None, n_
             volumes.append(sample.tissue_volumes_ml)
         bar.update(min(chunk, n_samples - start))
     bar.close()
-    for key in MODEL_VOLUMES:
-        trends["model_samples"][key] = _trend(ages, [v[key] for v in volumes])
+    out = {key: _trend(ages, [v[key] for v in volumes]) for key in MODEL_VOLUMES}
+    out["n_samples"] = n_samples
+    out["seed"] = seed
+    return out
+
+
+def model_mean_trends(model: PopulationModel, points: int = 6) -> dict:
+    """Volumes of the exact conditional-mean deformation at ``points`` ages across the range, for F and M."""
     lo, hi = model.condition_ranges["age"]
-    grid_ages = [float(a) for a in np.linspace(lo, hi, 6)]
+    grid_ages = [float(a) for a in np.linspace(lo, hi, points)]
+    out = {}
     for sex in ("F", "M"):
         mean_volumes = [model.label_volumes_ml(model.mean_velocity(a, sex)) for a in grid_ages]
-        trends["model_mean"][sex] = {"ages": grid_ages, **{key: [round(v[key], 3) for v in mean_volumes] for key in MODEL_VOLUMES}}
-        trends["model_mean"][sex]["lateral_ventricles_slope_per_year"] = float(
-            np.polyfit(grid_ages, [v["lateral_ventricles"] for v in mean_volumes], 1)[0]
-        )
-    trends["n_samples"] = n_samples
-    trends["sample_seed"] = seed
+        out[sex] = {"ages": grid_ages, **{key: [round(v[key], 3) for v in mean_volumes] for key in MODEL_VOLUMES}}
+        for key in MODEL_VOLUMES:
+            out[sex][f"{key}_slope_per_year"] = float(np.polyfit(grid_ages, [v[key] for v in mean_volumes], 1)[0])
+    return out
+
+
+def measure_trends(model: PopulationModel, fields: IxiFieldSet | None = None, n_samples: int = 500, seed: int = 0, data_dir=None, progress: bool = True) -> dict:
+    """All trends for the model card and the table: real maps and fitted fields (when ``fields`` is given), model
+    samples and the model's conditional means."""
+    started = time.perf_counter()
+    trends: dict = {}
+    if fields is not None:
+        trends["real_maps"] = real_map_trends(data_dir)
+        trends["fitted_fields"] = fitted_field_trends(model, fields)
+    trends["model_samples"] = model_sample_trends(model, n_samples, seed, progress)
+    trends["model_mean"] = model_mean_trends(model)
     trends["seconds"] = round(time.perf_counter() - started, 1)
     return trends
 
 
 def trend_table(trends: dict) -> str:
-    """A Markdown table of the trends from :func:`measure_trends` (real maps, fitted fields, model samples)."""
-    lines = [
-        "| volume | source | n | slope (mL/yr) | r | mean (mL) |",
-        "|---|---|---|---|---|---|",
-    ]
+    """A Markdown table of the trends from :func:`measure_trends`: slope (mL/yr), r and mean per source."""
+    lines = ["| volume | source | n | slope (mL/yr) | r | mean (mL) |", "|---|---|---|---|---|---|"]
 
-    def row(name, source, entry):
-        lines.append(f"| {name} | {source} | {entry['n']} | {entry['slope_per_year']:+.3f} | {entry['r']:+.2f} | {entry['mean']:.1f} |")
+    def row(name: str, source: str, entry: dict) -> None:
+        r = f"{entry['r']:+.2f}" if "r" in entry else "—"
+        slope = f"{entry['slope_per_year']:+.3f}"
+        if "standard_error" in entry:
+            slope += f" ± {entry['standard_error']:.3f}"
+        lines.append(f"| {name} | {source} | {entry['n']} | {slope} | {r} | {entry['mean']:.1f} |")
 
     real = trends.get("real_maps", {})
     fitted = trends.get("fitted_fields", {})
     samples = trends.get("model_samples", {})
-    pairs = {
-        "lateral_ventricles": ["central_csf_ml"],
-        "total_csf": ["csf_volume_ml"],
-        "gm": ["gm_volume_ml", "gm_pve_ml"],
-        "wm": ["wm_volume_ml", "wm_pve_ml"],
-    }
+    means = trends.get("model_mean", {})
+    pairs = {"lateral_ventricles": ["central_csf_ml"], "total_csf": ["csf_volume_ml"], "gm": ["gm_volume_ml", "gm_pve_ml"], "wm": ["wm_volume_ml", "wm_pve_ml"]}
     for key, description in MODEL_VOLUMES.items():
         for real_key in pairs[key]:
             if real_key in real:
                 row(description, f"real IXI maps: {real[real_key]['description']}", real[real_key])
-        if key in fitted:
-            row(description, "real IXI subjects: template labels warped by their fitted field", fitted[key])
+        if fitted:
+            row(description, "real IXI subjects, own fitted field: all", fitted["all"][key])
+            row(description, "real IXI subjects, own fitted field: FAST-segmentation subjects", fitted["seg"][key])
+            row(description, "real IXI subjects, own fitted field: adjusted for sex and map type (± SE)", fitted["adjusted"][key])
         if key in samples:
-            row(description, f"population model: {trends['n_samples']} samples", samples[key])
+            row(description, f"population model: {samples['n_samples']} samples", samples[key])
+        if means:
+            slopes = ", ".join(f"{sex} {means[sex][key + '_slope_per_year']:+.3f}" for sex in ("F", "M"))
+            values = ", ".join(f"{sex} {means[sex][key][0]:.1f} → {means[sex][key][-1]:.1f}" for sex in ("F", "M"))
+            lines.append(f"| {description} | population model: conditional-mean atlas ({values} mL over the age range) | — | {slopes} | — | — |")
     if "gm_fraction" in real:
         entry = real["gm_fraction"]
         lines.append(f"| GM fraction | real IXI maps: {entry['description']} | {entry['n']} | {entry['slope_per_year']:+.5f} /yr | {entry['r']:+.2f} | {entry['mean']:.3f} |")

@@ -66,6 +66,7 @@ FOREGROUND_THRESHOLD = 0.05
 #: Boxes in world mm (x: right, y: anterior) for the ventricle label of the template.
 VENTRICLE_SEARCH_BOX = {"x": (-30.0, 30.0), "y": (-55.0, 45.0)}
 VENTRICLE_SEED_BOX = {"x": (-12.0, 12.0), "y": (-10.0, 30.0)}
+MAX_VENTRICLE_HOLE_MM2 = 30.0
 FIELDS_VERSION = 1
 
 
@@ -142,12 +143,17 @@ def derive_labels(image: np.ndarray, mask: np.ndarray, grid: Grid) -> tuple[np.n
     seeds = np.unique(components[_box_mask(grid, VENTRICLE_SEED_BOX) & dark])
     ventricles = np.isin(components, seeds[seeds > 0])
     ventricles = ndimage.binary_closing(ventricles, iterations=1)
-    ventricles = ndimage.binary_fill_holes(ventricles) & inside & _box_mask(grid, VENTRICLE_SEARCH_BOX)
+    holes, n_holes = ndimage.label(ndimage.binary_fill_holes(ventricles) & ~ventricles)
+    if n_holes:
+        hole_areas = ndimage.sum(np.ones_like(holes), holes, range(1, n_holes + 1)) * grid.voxel_volume
+        ventricles |= np.isin(holes, 1 + np.flatnonzero(hole_areas <= MAX_VENTRICLE_HOLE_MM2))
+    ventricles &= inside & _box_mask(grid, VENTRICLE_SEARCH_BOX)
     labels[ventricles] = 4
     info = {
         "method": "3-class k-means of template intensities inside the mask (1 CSF, 2 GM, 3 WM); lateral ventricles (4): "
-        "CSF-class connected components (8-connected) inside the search box that reach the seed box, "
-        "binary closing (1 iteration) and hole filling, kept inside the mask and search box",
+        "CSF-class connected components inside the search box that reach the seed box, binary closing (1 iteration), "
+        f"holes up to {MAX_VENTRICLE_HOLE_MM2:g} mm^2 filled, kept inside the mask and search box. On the averaged slice the "
+        "label covers the frontal horns, the atria and the dark midline CSF between them (the septum is not resolved)",
         "kmeans_centres": [round(float(c), 4) for c in centres],
         "search_box_mm": VENTRICLE_SEARCH_BOX,
         "seed_box_mm": VENTRICLE_SEED_BOX,
@@ -258,6 +264,18 @@ def save_oasis_template(image: Volume, mask: Volume, labels: Volume, info: dict,
     info["files"] = {key: TEMPLATE_FILES[key] for key in ("image", "mask", "labels")}
     info["sha256"] = {key: file_sha256(folder / TEMPLATE_FILES[key]) for key in ("image", "mask", "labels")}
     return write_text_atomic(folder / TEMPLATE_FILES["info"], json.dumps(info, indent=1) + "\n")
+
+
+def relabel_oasis_template(folder: str | Path) -> dict:
+    """Recompute the labels of a saved template from its image and mask (:func:`derive_labels`); rewrites labels and JSON."""
+    folder = Path(folder)
+    image = read_image(folder / TEMPLATE_FILES["image"])
+    mask = read_image(folder / TEMPLATE_FILES["mask"], dtype=np.uint8)
+    labels, label_info = derive_labels(image.array, mask.array, image.grid)
+    info = json.loads((folder / TEMPLATE_FILES["info"]).read_text(encoding="utf-8"))
+    info["labels"] = label_info
+    save_oasis_template(image, mask, Volume(labels, image.affine), info, folder)
+    return label_info
 
 
 def load_oasis_template() -> tuple[Volume, Volume, Volume]:
@@ -371,3 +389,41 @@ def build_oasis_fields(cache_dir: str | Path | None = None, data_dir: str | Path
                 **{f"condition_{name}": values for name, values in conditions.items()},
             )
     return fields
+
+
+def warped_ventricle_areas(fields: OasisFieldSet) -> np.ndarray:
+    """Area (mm^2) of the template's ventricle label warped by each subject's ``exp(v)`` (nearest, on the 1 mm grid)."""
+    from ..spatial import warp_labels
+
+    _, _, labels = load_oasis_template()
+    label_tensor = torch.from_numpy(labels.array.astype(np.int64))[None, None]
+    areas = []
+    with torch.no_grad():
+        for start in range(0, len(fields.velocities), 25):
+            velocity = torch.from_numpy(np.ascontiguousarray(fields.velocities[start : start + 25]))
+            displacement = velocity_to_displacement(velocity, fields.grid, fields.image_grid)
+            warped = warp_labels(label_tensor.expand(len(velocity), -1, -1, -1), displacement.double(), fields.image_grid)
+            areas.extend(((warped == 4).flatten(1).sum(1).double() * fields.image_grid.voxel_volume).tolist())
+    return np.array(areas)
+
+
+def ventricle_trend_report(fields: OasisFieldSet, data_dir: str | Path | None = None) -> dict[str, dict]:
+    """Age trends of the ventricle area: template labels warped by the fitted fields, and the slices' central dark area.
+
+    Returns ``{name: {"slope_per_year", "percent_per_year", "r", "n"}}`` (the dark-area proxy only when the data is there).
+    """
+    from ..data.ixi import fit_trend
+
+    ages = fields.conditions["age"]
+    measures = {"fitted_fields_ventricle_area_mm2": warped_ventricle_areas(fields)}
+    try:
+        from ..data.oasis import central_dark_area
+
+        measures["slices_central_dark_area_mm2"] = np.array([central_dark_area(load_oasis_slice(s, "axial", data_dir)) for s in fields.subject_ids])
+    except (ImportError, DiffDefInputError):
+        pass
+    report = {}
+    for name, values in measures.items():
+        trend = fit_trend(ages, values)
+        report[name] = {"slope_per_year": trend.slope, "percent_per_year": 100.0 * trend.slope / float(np.mean(values)), "r": trend.r, "n": trend.n}
+    return report

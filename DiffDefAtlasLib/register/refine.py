@@ -25,7 +25,7 @@ def refine_velocity(
     grid: Grid,
     *,
     steps: int = 200,
-    learning_rate: float = 0.05,
+    learning_rate: float = 0.1,
     loss_config: LossConfig = LossConfig(),
     on_coarse_grid: bool = True,
     step_callback: Callable[[int, float], None] | None = None,

@@ -87,7 +87,7 @@ RECIPES: dict[str, Recipe] = {
         lambda subjects, seed: population3d_fields(subjects, seed),
         _brain3d_setup,
         subjects=1000,
-        defaults={"autoencoder": {"steps": 320, "batch_size": 4, "learning_rate": 2e-3}, "diffusion": {"steps": 800, "batch_size": 16, "learning_rate": 1e-3}, "mp": {"steps": 30, "batch_size": 1, "learning_rate": 1e-4}},
+        defaults={"autoencoder": {"steps": 260, "batch_size": 4, "learning_rate": 2e-3}, "diffusion": {"steps": 650, "batch_size": 16, "learning_rate": 1e-3}, "mp": {"steps": 30, "batch_size": 1, "learning_rate": 1e-4}},
     ),
     "oasis2d": Recipe(
         "oasis2d",
