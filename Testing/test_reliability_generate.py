@@ -240,9 +240,6 @@ def test_registration_weights_checksum_and_no_pickle(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="register/weights.py _verified_state lets safetensors' SafetensorError escape (the "
-                   "command line then reports an internal error): wrap load_file in try/except (SafetensorError, OSError, "
-                   "ValueError) and raise DiffDefInputError(f'{path}: not a readable safetensors file ({error})')")
 def test_registration_weights_that_are_not_safetensors_are_an_input_error(tmp_path):
     """Reference: a pickle with a matching sha256 in the registration card must give a DiffDefInputError."""
     from DiffDefAtlasLib.errors import DiffDefInputError

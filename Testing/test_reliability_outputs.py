@@ -172,8 +172,6 @@ def test_summary_records_versions_device_and_peak_rss(command, inputs, tmp_path)
     assert 50 < environment["peak_rss_mb"] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 + 1
 
 
-@pytest.mark.xfail(strict=True, reason="register/cli.py write_outputs writes summary.json itself, without provenance: "
-                   "use DiffDefAtlasLib.cli.output.write_summary(out / 'summary.json', summary, device=<torch device name>)")
 def test_register_summary_records_versions_device_and_peak_rss(inputs, tmp_path, untrained_registration_network):
     """Reference: the installed torch version; the keys every other command records."""
     out = tmp_path / "o"

@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         "conditions": {"age": {"unit": "years"}, "sex": {"coding": "F = 0, M = 1; 0.5 = average"}},
         "deformation": "u = exp(v): v resampled from the 4 mm grid to the 2 mm working grid, scaling and squaring with 7 steps; "
         "u warps the template into the subject: subject(x) = template(x + u(x))",
+        "sampling": "PopulationModel.sample: subject i draws age (uniform over the fitted range), sex (F/M, equal odds) and "
+        "latent codes z ~ N(0, I_K) from its own stream seeded by (seed, i); v = mean_velocity(age, sex) + z @ modes",
+        "volume_measurement": "template labels (2 mm) warped by exp(v) on the working grid (nearest), voxels counted x 8 mm^3; "
+        "keys csf (label 1), gm (2), wm (3), lateral_ventricles (4), total_csf (1 + 4)",
         "data": provenance(fields, fitted),
         "fit_consistency": fit_consistency(model, fields),
         "fit_settings": dataclasses.asdict(DEFAULT_SETTINGS),

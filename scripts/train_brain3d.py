@@ -64,7 +64,7 @@ def main(model: str = "brain3d", defaults: dict | None = None) -> int:
             ablation = Path(args.work) / "model_without_mp"
             cli(["train", "--stage", "export", *common, "--no-mp", "--export-to", str(ablation)])
             without = evaluate(ablation)
-            report["ablation_without_mp"] = {k: v for k, v in without.items() if not isinstance(v, list)}
+            report["ablation_without_mp"] = {k: v for k, v in without.items() if not isinstance(v, list) and k != "model"}
         from DiffDefAtlasLib.train.recipes import cached_fields
 
         report["ventricle_trends"] = evaluation.ventricle_trends(model, cached_fields(model, args.work), max_subjects=120)

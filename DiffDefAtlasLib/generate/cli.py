@@ -134,6 +134,8 @@ def run_generate(args: argparse.Namespace) -> int:
     print(f"Generated {card.name} atlas for {text} (seed {args.seed}, {summary['steps']} steps) in {summary['timings_s']['total_s']:.2f} s on {summary['device']}")
     if "volumes_ml" in summary:
         print("  volumes (mL): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["volumes_ml"].items()))
+    if "areas_mm2" in summary:
+        print("  areas (mm^2): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["areas_mm2"].items()))
     print(f"  folding ratio (det J <= 0): {summary['folding_ratio_nonpositive']:.2e}")
     print(f"Wrote {len(written)} files to {out}")
     return 0

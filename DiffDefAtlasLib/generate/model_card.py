@@ -13,7 +13,8 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
+from ..checksum import file_sha256 as sha256_file
+
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -212,18 +213,6 @@ def is_generator_card(path: str | Path) -> bool:
     return isinstance(data, dict) and data.get("model_type") == MODEL_TYPE
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file.
-
-    Example:
-        >>> sha256_file(__file__) == sha256_file(__file__)
-        True
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_weights(card: ModelCard) -> Path:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+
 import hashlib
 import json
 import os
@@ -15,8 +16,8 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     """The cache folder: ``cache_dir`` when given, else ``DIFFDEF_ATLAS_CACHE``, else ``~/.cache/diffdef-atlas``.
 
     Example:
-        >>> cache_root("/tmp/x")
-        PosixPath('/tmp/x')
+        >>> cache_root("my_cache").name
+        'my_cache'
     """
     if cache_dir is not None:
         return Path(cache_dir)
@@ -27,13 +28,6 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return (Path(base) if base else Path.home() / ".cache") / "diffdef-atlas"
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def settings_key(settings: dict) -> str:

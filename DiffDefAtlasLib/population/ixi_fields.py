@@ -21,7 +21,8 @@ from ..atomic import atomic_path
 from ..data.ixi import IxiSubject, ixi_subjects
 from ..spatial import Grid
 from ..template import working_grid
-from .cache import cache_root, file_sha256, settings_key
+from ..checksum import file_sha256
+from .cache import cache_root, settings_key
 from .ixi_maps import KIND_CHANNELS, load_subject_maps, map_kind, template_correlation, template_tissue_maps
 from .svf_fit import FitSettings, fit_velocity
 

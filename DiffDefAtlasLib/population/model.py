@@ -187,7 +187,7 @@ class PopulationModel:
         template = load_template("1mm")
         displacement = torch.from_numpy(self.mean_displacement(age, sex, grid, allow_extrapolation))[None]
         with torch.no_grad():
-            t1 = torch.from_numpy(np.asarray(template.t1.array, dtype=np.float32))[None, None]
+            t1 = torch.from_numpy(np.array(template.t1.array, dtype=np.float32))[None, None]
             atlas = warp_image(t1, displacement, grid, moving_grid=template.t1.grid)[0, 0].numpy()
             labels = torch.from_numpy(np.asarray(template.labels.array).astype(np.int64))[None, None]
             warped = warp_labels(labels, displacement.double(), grid, moving_grid=template.labels.grid)[0, 0].numpy()
@@ -222,9 +222,10 @@ class PopulationModel:
     ) -> list[PopulationSample]:
         """Draw ``n`` subjects; deterministic for a given ``seed`` (and conditions).
 
-        Ages default to uniform over the fitted range and sexes to F/M with equal odds. The random stream always draws
-        ages, sexes and latent codes in that order, so the latent codes of a seed do not depend on the conditions
-        given. With ``measure=False`` the volumes are NaN (much faster: no integration).
+        Ages default to uniform over the fitted range and sexes to F/M with equal odds. Subject ``i`` has its own random
+        stream (seeded by ``(seed, i)``) that always draws its age, sex and latent code in that order, so subject ``i``
+        is the same whatever ``n``, and its latent code does not depend on the conditions given. With
+        ``measure=False`` the volumes are NaN (much faster: no integration).
 
         Example:
             >>> samples = load_population_model().sample(2, seed=0, ages=[40, 70], sexes="F", measure=False)
@@ -234,13 +235,15 @@ class PopulationModel:
         if int(n) < 0:
             raise DiffDefInputError(f"n: expected a non-negative number of samples, found {n}")
         n = int(n)
-        rng = np.random.default_rng(seed)
         lo, hi = self.condition_ranges["age"]
-        drawn_ages = rng.uniform(lo, hi, size=n)
-        drawn_sexes = rng.integers(0, 2, size=n)
-        latent = rng.standard_normal((n, self.n_components))
-        age_list = self._per_sample(ages, n, "ages", drawn_ages.tolist())
-        sex_list = self._per_sample(sexes, n, "sexes", [SEXES[i] for i in drawn_sexes])
+        drawn_ages, drawn_sexes, latent = [], [], np.zeros((n, self.n_components))
+        for i in range(n):
+            rng = np.random.default_rng([int(seed), i])  # one stream per subject: sample i does not depend on n
+            drawn_ages.append(float(rng.uniform(lo, hi)))
+            drawn_sexes.append(SEXES[int(rng.integers(0, 2))])
+            latent[i] = rng.standard_normal(self.n_components)
+        age_list = self._per_sample(ages, n, "ages", drawn_ages)
+        sex_list = self._per_sample(sexes, n, "sexes", drawn_sexes)
         samples = []
         for i in range(n):
             sex_value = sex_code(sex_list[i])

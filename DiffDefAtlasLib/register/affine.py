@@ -6,6 +6,8 @@ direction): the moving image in fixed space is ``M(A x)``.
 
 from __future__ import annotations
 
+from ..errors import DiffDefInputError
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,5 +155,9 @@ def affine_register(
     reg = method(len(settings.shrink_factors), settings.iterations)
     transform = sitk.AffineTransform(initial)
     reg.SetInitialTransform(transform, inPlace=True)
-    reg.Execute(fixed_image, moving_image)
+    try:
+        reg.Execute(fixed_image, moving_image)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1][:160] if str(error).strip() else "ITK error"
+        raise DiffDefInputError(f"affine registration failed ({reason}); check the images or pass --no-affine") from error
     return sitk_to_ras_matrix(transform, ndim)

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -47,16 +46,9 @@ def add_register_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--fixed-mask", type=Path, help="brain mask of the fixed image (default: derived from it)")
     parser.add_argument("--refine", type=int, default=0, metavar="N", help="instance-optimisation Adam steps (default 0)")
     parser.add_argument("--no-affine", action="store_true", help="skip the affine pre-alignment (inputs already aligned)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (default auto)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     return parser
-
-
-def _check_output_folder(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise DiffDefInputError(f"{out}: output path exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DiffDefInputError(f"{out}: output folder is not empty; use --overwrite to write into it")
 
 
 def _json_ready(value):
@@ -75,7 +67,8 @@ def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
     """Write a :class:`~DiffDefAtlasLib.register.engine.RegistrationResult` into ``out`` (every file atomically)."""
     import SimpleITK as sitk
 
-    from ..atomic import atomic_path, write_text_atomic
+    from ..atomic import atomic_path
+    from ..cli.output import write_summary
     from ..imageio import write_image
     from ..spatial import displacement_to_sitk, save_displacement_nifti
 
@@ -94,7 +87,8 @@ def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
     summary = dict(result.summary)
     summary["inputs"] = inputs
     summary["outputs"] = sorted(p.name for p in written) + ["summary.json"]
-    written.append(write_text_atomic(out / "summary.json", json.dumps(_json_ready(summary), indent=2) + "\n"))
+    write_summary(out / "summary.json", _json_ready(summary), device=str(summary.get("device", "cpu")))
+    written.append(out / "summary.json")
     return written
 
 
@@ -103,12 +97,14 @@ def run_register(args: argparse.Namespace) -> int:
 
     User-input problems raise :class:`DiffDefInputError` (the top-level CLI prints them and exits with status 2).
     """
-    from ..imageio import read_image
+    from ..cli.output import prepare_output_dir
+    from ..imageio import check_image, read_image
     from .engine import register_to_atlas
 
-    _check_output_folder(args.out, args.overwrite)
-    moving = read_image(args.moving)
-    fixed = read_image(args.fixed)
+    if args.out.is_dir() and any(args.out.iterdir()) and not args.overwrite:
+        prepare_output_dir(args.out, args.overwrite)  # raises the one-line "not empty" error
+    moving = check_image(read_image(args.moving), str(args.moving))
+    fixed = check_image(read_image(args.fixed), str(args.fixed), spatial_dims=moving.spatial_dims)
     fixed_labels = read_image(args.fixed_labels, dtype=None) if args.fixed_labels else None
     moving_labels = read_image(args.moving_labels, dtype=None) if args.moving_labels else None
     fixed_mask = read_image(args.fixed_mask, dtype=None) if args.fixed_mask else None
@@ -121,7 +117,7 @@ def run_register(args: argparse.Namespace) -> int:
         affine=not args.no_affine, device=args.device, progress=progress, atlas_mask=fixed_mask,
     )
     inputs = {k: str(v) for k, v in vars(args).items() if k in ("moving", "fixed", "fixed_labels", "moving_labels", "fixed_mask") and v}
-    write_outputs(result, args.out, inputs)
+    write_outputs(result, prepare_output_dir(args.out, overwrite=True), inputs)
     print(f"PROGRESS 1.000 wrote results to {args.out}", flush=True)
     return 0
 

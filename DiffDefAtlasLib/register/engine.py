@@ -34,7 +34,7 @@ from .inputs import (
     to_tensor,
     working_grid_for,
 )
-from .losses import LossConfig, masked_lncc
+from .losses import masked_lncc
 from .network import RegistrationNetwork, upsample_field
 from .refine import refine_velocity
 

@@ -14,7 +14,7 @@ several times faster on a CPU than integrating at 2 mm.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn

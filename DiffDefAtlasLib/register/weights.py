@@ -7,7 +7,8 @@ the measured accuracy.
 
 from __future__ import annotations
 
-import hashlib
+from ..checksum import file_sha256 as sha256_of
+
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -28,13 +29,6 @@ def model_folder(spatial_dims: int = 3) -> Path:
     return resources_dir() / "models" / f"registration{spatial_dims}d"
 
 
-def sha256_of(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_model_card(spatial_dims: int = 3, folder: str | Path | None = None) -> dict:
@@ -65,7 +59,10 @@ def _verified_state(folder: str) -> tuple[dict, dict]:
     found = sha256_of(path)
     if found != card["sha256"]:
         raise DiffDefInputError(f"{path}: checksum mismatch (expected sha256 {card['sha256'][:12]}..., found {found[:12]}...); the file is corrupt")
-    return card, load_file(str(path))
+    try:
+        return card, load_file(str(path))
+    except Exception as error:  # safetensors raises SafetensorError for files that are not safetensors
+        raise DiffDefInputError(f"{path}: not a readable safetensors file ({error})") from error
 
 
 def load_registration_network(spatial_dims: int = 3, device="cpu", folder: str | Path | None = None) -> RegistrationNetwork:
