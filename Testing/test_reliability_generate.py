@@ -139,9 +139,6 @@ def test_cuda_without_cuda(model, tmp_path, capsys, command):
     assert no_files_in(tmp_path / "o")
 
 
-@pytest.mark.xfail(strict=True, reason="the mismatch message names the model and two Grid reprs, not the template file: "
-                   "generate/atlas.py Generator.generate should raise f'{card.path.parent / entry[\"image\"]}: template is "
-                   "{n}D {shape} but model {name} is {card.spatial_dims}D'")
 def test_template_of_the_wrong_dimension_names_the_file(model_copy, tmp_path, capsys):
     """Reference: a 3D image (8x8x8) put in place of the 2D model's template.nii.gz."""
     write_image(Volume(np.ones((8, 8, 8), np.float32), np.eye(4)), model_copy / "template.nii.gz")

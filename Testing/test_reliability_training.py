@@ -77,10 +77,6 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.mark.xfail(strict=True, reason="train/stages.py run_stage restarts the running loss sums at a resume, so the "
-                   "first logged row after it averages fewer steps: save `running` in the checkpoint "
-                   "(save_checkpoint(..., {'objective': ..., 'optimizer': ..., 'running': running})) and restore it "
-                   "(running = state.get('running', {})) when resuming")
 def test_loss_log_row_spanning_a_resume_is_complete(tmp_path, one_thread, monkeypatch):
     """Reference: an uninterrupted 4-step run logging every 4 steps. The same run interrupted right after its step-2
     checkpoint (Ctrl-C) and resumed with the same settings must end with the same weights (bitwise) and log the same

@@ -118,3 +118,12 @@ def test_bad_field_files_give_clear_errors(tmp_path):
         load_displacement(scalar)
     with pytest.raises(DiffDefInputError, match="file not found"):
         load_displacement(tmp_path / "missing.nii.gz")
+
+
+def test_field_size_is_checked_before_reading(tmp_path, monkeypatch):
+    """Reference: the header says 40^3 x 3 float32 = 0.7 MiB, above a 0.5 MiB limit set through the environment."""
+    grid = Grid((40, 40, 40), np.eye(4))
+    path = save_displacement_nifti(np.zeros((3, 40, 40, 40), np.float32), grid, tmp_path / "big.nii.gz")
+    monkeypatch.setenv("DIFFDEF_ATLAS_MAX_IMAGE_GB", str(0.5 / 1024))
+    with pytest.raises(DiffDefInputError, match=r"big.nii.gz: image of size"):
+        load_displacement(path)

@@ -256,7 +256,13 @@ class Generator:
         mark = time.perf_counter()
         images = template_images(self.card)
         if images.image.grid != grid:
-            raise DiffDefInputError(f"model '{self.name}': its template grid {images.image.grid} differs from the output grid {grid}")
+            entry = self.card.template or {}
+            source = self.card.path.parent / entry["image"] if entry.get("kind") == "files" else "bundled MNI template"
+            found = images.image.grid
+            raise DiffDefInputError(
+                f"{source}: template is {found.spatial_dims}D {'x'.join(map(str, found.shape))} but model '{self.name}' "
+                f"is {self.card.spatial_dims}D on a {'x'.join(map(str, grid.shape))} grid"
+            )
         u_cpu = u.float()
         image = torch.from_numpy(np.array(images.image.array, dtype=np.float32))[None, None].to(u_cpu.device)
         labels = torch.from_numpy(np.array(images.labels.array, dtype=np.uint8))[None, None].to(u_cpu.device)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -287,7 +286,7 @@ def fit_consistency(model: PopulationModel, fields: IxiFieldSet) -> dict:
     return {"mean_endpoint_difference_mm": float(np.mean(errors)), "max_subject_mean_mm": float(np.max(errors))}
 
 
-def weights_precision(model: PopulationModel, folder: Path | None = None) -> dict:
+def weights_precision(model: PopulationModel) -> dict:
     """Largest difference (mm) between mean displacements from float32 and float16 parameters, over ages and sexes."""
     half = PopulationModel(
         *(np.asarray(a, dtype=np.float16).astype(np.float32) for a in (model.intercept, model.age_slope, model.sex_effect, model.modes)),

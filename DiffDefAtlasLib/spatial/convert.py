@@ -139,7 +139,10 @@ def save_displacement_nifti(u: np.ndarray, grid: Grid, path: str | Path) -> Path
 def _load_nifti_field(path: Path) -> tuple[np.ndarray, Grid]:
     import nibabel as nib
 
+    from ..imageio import check_size_limit
+
     image = nib.load(str(path))
+    check_size_limit(path, image.shape)  # from the header, before any voxel is read
     data = np.asarray(image.dataobj, dtype=np.float32)
     if data.ndim != 5 or data.shape[3] != 1 or data.shape[4] not in (2, 3):
         raise DiffDefInputError(f"{path}: expected a NIfTI displacement field of shape (I, J, K, 1, 3), found {data.shape}")

@@ -126,11 +126,13 @@ def run_stage(
     objective.to(device)
     optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=settings.learning_rate)
     start_step = 0
+    running: dict[str, float] = {}  # loss sums since the last log row; saved with each checkpoint
     resumed = latest_checkpoint(work, stage)
     if resumed is not None:
         start_step, state = resumed
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
+        running = {str(k): float(v) for k, v in state.get("running_loss", {}).items()}
     log = LossLog(work, stage)
     if context.is_main:
         log.truncate_after(start_step)
@@ -143,7 +145,6 @@ def run_stage(
         bar = tqdm(total=settings.steps, initial=start_step, desc=stage, unit="step", dynamic_ncols=True)
     began = time.monotonic()
     step = start_step
-    running: dict[str, float] = {}
     stopped_early = False
     model.train()
     while step < settings.steps:
@@ -174,7 +175,8 @@ def run_stage(
             running = {}
         out_of_time = settings.max_minutes is not None and (time.monotonic() - began) > settings.max_minutes * 60
         if context.is_main and (step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time):
-            save_checkpoint(work, stage, step, {"objective": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), **(extra_state or {})})
+            save_checkpoint(work, stage, step, {"objective": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                                                "running_loss": dict(running), **(extra_state or {})})
         if out_of_time:
             stopped_early = step < settings.steps
             break
