@@ -70,7 +70,7 @@ def test_sampling_is_deterministic_per_seed(model):
 
 
 def test_sample_statistics_match_the_model(model):
-    """Reference: sample statistics of 600 draws at fixed conditions: their mean converges to ``mean_velocity`` (within
+    """Reference: sample statistics of 400 draws at fixed conditions: their mean converges to ``mean_velocity`` (within
     6 standard errors everywhere) and their projections on the stored modes have the modes' variances."""
     n = 400
     mean = model.mean_velocity(55.0, "F").reshape(-1).astype(np.float64)

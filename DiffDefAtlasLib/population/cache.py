@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-
 import hashlib
 import json
 import os
@@ -26,8 +25,6 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME")
     return (Path(base) if base else Path.home() / ".cache") / "diffdef-atlas"
-
-
 
 
 def settings_key(settings: dict) -> str:

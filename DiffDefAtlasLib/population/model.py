@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..checksum import file_sha256
 from ..errors import DiffDefInputError
 from ..imageio import Volume
 from ..resources import resource_path
@@ -299,7 +299,7 @@ class PopulationModel:
         card.update(
             {
                 "weights_file": WEIGHTS_FILE,
-                "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                "weights_sha256": file_sha256(weights),
                 "weights_dtype": np.dtype(dtype).name,
                 "grid": {"shape": list(self.grid.shape), "affine": self.grid.affine.tolist()},
                 "age_reference": self.age_reference,
@@ -325,7 +325,7 @@ class PopulationModel:
         weights = folder / card.get("weights_file", WEIGHTS_FILE)
         if not weights.is_file():
             raise DiffDefInputError(f"{weights}: population model weights not found")
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        digest = file_sha256(weights)
         if digest != card.get("weights_sha256"):
             raise DiffDefInputError(f"{weights}: checksum {digest[:12]}... does not match the model card ({str(card.get('weights_sha256'))[:12]}...)")
         arrays = load_file(str(weights))

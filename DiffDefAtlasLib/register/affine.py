@@ -125,7 +125,7 @@ def affine_register(
     if fixed_mask is not None:
         mask = sitk.Cast(volume_to_sitk(Volume((fixed_mask.array > 0).astype(np.uint8), fixed_mask.affine)), sitk.sitkUInt8)
 
-    def method(levels: int, iterations: int):
+    def method(levels: int, iterations: int, learning_rate: float = 1.0):
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
         reg.SetMetricSamplingStrategy(reg.RANDOM)
@@ -134,7 +134,7 @@ def affine_register(
             reg.SetMetricFixedMask(mask)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=1.0, minStep=1e-3, numberOfIterations=iterations, relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6
+            learningRate=learning_rate, minStep=1e-3, numberOfIterations=iterations, relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6
         )
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetShrinkFactorsPerLevel(list(settings.shrink_factors[:levels]))
@@ -152,12 +152,15 @@ def affine_register(
             if best is None or coarse.GetMetricValue() < best[0]:
                 best = (coarse.GetMetricValue(), sitk.AffineTransform(candidate))
         initial = best[1]
-    reg = method(len(settings.shrink_factors), settings.iterations)
-    transform = sitk.AffineTransform(initial)
-    reg.SetInitialTransform(transform, inPlace=True)
-    try:
-        reg.Execute(fixed_image, moving_image)
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1][:160] if str(error).strip() else "ITK error"
-        raise DiffDefInputError(f"affine registration failed ({reason}); check the images or pass --no-affine") from error
-    return sitk_to_ras_matrix(transform, ndim)
+    # A diverging optimiser can collapse the matrix (ITK then refuses a zero spacing): retry once with smaller steps.
+    for learning_rate in (1.0, 0.25):
+        reg = method(len(settings.shrink_factors), settings.iterations, learning_rate)
+        transform = sitk.AffineTransform(initial)
+        reg.SetInitialTransform(transform, inPlace=True)
+        try:
+            reg.Execute(fixed_image, moving_image)
+            return sitk_to_ras_matrix(transform, ndim)
+        except RuntimeError as error:
+            failure = error
+    reason = str(failure).strip().splitlines()[-1][:160] if str(failure).strip() else "ITK error"
+    raise DiffDefInputError(f"affine registration failed ({reason}); check the images or pass --no-affine") from failure
