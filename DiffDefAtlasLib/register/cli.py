@@ -19,10 +19,8 @@ Example:
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import DiffDefInputError
 
@@ -51,16 +49,6 @@ def add_register_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     return parser
 
 
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
@@ -87,7 +75,7 @@ def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
     summary = dict(result.summary)
     summary["inputs"] = inputs
     summary["outputs"] = sorted(p.name for p in written) + ["summary.json"]
-    write_summary(out / "summary.json", _json_ready(summary), device=str(summary.get("device", "cpu")))
+    write_summary(out / "summary.json", summary, device=str(summary.get("device", "cpu")))
     written.append(out / "summary.json")
     return written
 
