@@ -4,35 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from DiffDefAtlasLib.errors import DiffDefInputError
-from DiffDefAtlasLib.generate import ExtrapolationWarning, ModelCard, load_generator, save_model
-from DiffDefAtlasLib.generate.networks import build_generator_network
-from DiffDefAtlasLib.imageio import write_image
-from DiffDefAtlasLib.train.recipes import draft_card
-from DiffDefAtlasLib.train.data import synthetic_fields
+from DiffDefAtlasLib.generate import ExtrapolationWarning, ModelCard, load_generator
 from DiffDefAtlasLib.spatial import Grid
+from modelfactory import build_tiny_model
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A 2D generator with random weights (synthetic recipe, conditions age 40-80 and sex F/M), saved like a bundled one."""
-    folder = tmp_path_factory.mktemp("tiny") / "tiny2d"
-    fields = synthetic_fields(16, 2, shape=(24, 32), seed=0)
-    card, files = draft_card("synthetic2d", fields)
-    card.name = "tiny2d"
-    card.sampling["steps"] = 5
-    torch.manual_seed(0)
-    network = build_generator_network(card)
-    for filename, volume in files.items():
-        write_image(volume, folder / filename)
-    save_model(card, network, folder)
-    return folder
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny2d", steps=5)
 
 
 def test_same_seed_gives_bitwise_identical_atlas(tiny_model):

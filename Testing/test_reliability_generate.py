@@ -20,29 +20,12 @@ import pytest
 import torch
 
 from DiffDefAtlasLib.cli.main import main
-from DiffDefAtlasLib.generate import save_model
 from DiffDefAtlasLib.generate.model_card import sha256_file
-from DiffDefAtlasLib.generate.networks import build_generator_network
 from DiffDefAtlasLib.imageio import Volume, write_image
-from DiffDefAtlasLib.train.data import synthetic_fields
-from DiffDefAtlasLib.train.recipes import draft_card
+from modelfactory import build_tiny_model
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 VERSION_KEYS = ("diffdef_atlas_version", "torch_version", "monai_version", "device", "peak_rss_mb")
-
-
-def build_tiny_model(folder):
-    """An untrained 2D generator with its template files, saved like a bundled model (card + safetensors + sha256)."""
-    fields = synthetic_fields(16, 2, shape=(24, 32), seed=0)
-    card, files = draft_card("synthetic2d", fields)
-    card.name = "tiny2d"
-    card.sampling["steps"] = 4
-    torch.manual_seed(0)
-    network = build_generator_network(card)
-    for filename, volume in files.items():
-        write_image(volume, folder / filename)
-    save_model(card, network, folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
