@@ -131,16 +131,25 @@ def test_refuses_a_non_empty_folder_without_overwrite(run_3d, tmp_path, capsys):
 
 
 def test_two_dimensional_registration(tmp_path):
-    """2D images go through the bundled 2D network; the 2D field has 2 components and the fixed geometry."""
-    fixed, _ = _ellipsoid((64, 80), np.diag([1.0, 1.0, 1.0]), (24, 30))
-    moving, _ = _ellipsoid((64, 80), np.diag([1.0, 1.0, 1.0]), (22, 33), centre=(1.0, -2.0))
+    """2D images go through the bundled 2D network; the 2D field has 2 components and the fixed geometry, and the
+    warped scan overlaps the fixed shape better than the moving scan did (reference: label overlap of the inputs)."""
+    affine = np.array([[1.0, 0, -31.5], [0, 1.0, -39.5], [0, 0, 1]])
+    fixed, fixed_labels = _ellipsoid((64, 80), affine, (24, 30))
+    moving, moving_labels = _ellipsoid((64, 80), affine, (20, 34), centre=(3.0, -4.0))
     write_image(fixed, tmp_path / "fixed.nii.gz")
     write_image(moving, tmp_path / "moving.nii.gz")
     out = tmp_path / "out"
     assert main(["--moving", str(tmp_path / "moving.nii.gz"), "--fixed", str(tmp_path / "fixed.nii.gz"), "--out", str(out), "--device", "cpu"]) == 0
     field = nib.load(str(out / "displacement.nii.gz"))
     assert field.shape == (64, 80, 1, 1, 2)
-    assert read_image(out / "warped.nii.gz").array.shape == (64, 80)
+    warped = read_image(out / "warped.nii.gz").array
+    assert warped.shape == (64, 80)
+
+    def dice(a, b):
+        return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+    inside = fixed_labels.array > 0
+    assert dice(warped > 0.2, inside) > max(0.88, dice(moving.array > 0.2, inside) + 0.03)
 
 
 def test_missing_cuda_is_reported(tmp_path, capsys):

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import DiffDefInputError
 from ..imageio import Volume, check_image, volume_from_sitk, volume_to_sitk
-from ..register.affine import AffineSettings, ras_matrix_to_sitk, sitk_to_ras_matrix
+from ..register.affine import AffineSettings, mattes_registration, ras_matrix_to_sitk, sitk_to_ras_matrix
 from .labelmaps import to_diffdef_labels
 from .measure import guess_convention
 
@@ -47,7 +47,7 @@ class PrepareSettings:
     n4: bool = False
     skull_strip: str = "auto"
     resolution: str = "2mm"
-    registration: AffineSettings = AffineSettings(iterations=50, sampling=0.1)
+    registration: AffineSettings = AffineSettings(iterations=50, sampling=0.3)
     skull_threshold: float = 0.15
     scalp_mm: float = 8.0
     version: int = PREPROCESS_VERSION
@@ -161,22 +161,9 @@ def _mi_stage(fixed, moving, mask, initial: np.ndarray, centre: np.ndarray, kind
     linear part is a similarity; rotation and scaling act about ``centre`` (RAS mm)."""
     import SimpleITK as sitk
 
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(settings.sampling, seed=settings.seed)
-    reg.SetMetricFixedMask(mask)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0, minStep=1e-3, numberOfIterations=settings.iterations, relaxationFactor=0.6,
-        gradientMagnitudeTolerance=1e-6,
-    )
-    reg.SetOptimizerScalesFromPhysicalShift()
     # The similarity stage runs on the coarse levels only, the affine stage on all.
     levels = slice(0, -1) if kind == "similarity" and len(settings.shrink_factors) > 1 else slice(None)
-    reg.SetShrinkFactorsPerLevel(list(settings.shrink_factors[levels]))
-    reg.SetSmoothingSigmasPerLevel(list(settings.smoothing_sigmas_mm[levels]))
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg = mattes_registration(settings, settings.shrink_factors[levels], settings.smoothing_sigmas_mm[levels], mask=mask)
     start = ras_matrix_to_sitk(initial)  # centre 0
     lps_centre = np.asarray(centre, dtype=np.float64) * np.array([-1.0, -1.0, 1.0])
     a = np.array(start.GetMatrix()).reshape(3, 3)

@@ -18,12 +18,14 @@ from ..imageio import Volume, volume_to_sitk
 @dataclass(frozen=True)
 class AffineSettings:
     """Pyramid (``shrink_factors`` relative to the fixed image, ``smoothing_sigmas_mm``), iterations per level and
-    the metric's sampling fraction. The defaults take about a second for a 2 mm fixed image on 2 CPU cores."""
+    the metric's sampling fraction. A quarter of the voxels keeps the result stable across thread counts (a tenth
+    moved a real scan by several degrees between 2 and 4 threads); the defaults take a few seconds for a 2 mm fixed
+    image on 2 CPU cores."""
 
     shrink_factors: tuple[int, ...] = (4, 2, 1)
     smoothing_sigmas_mm: tuple[float, ...] = (4.0, 2.0, 0.0)
     iterations: int = 60
-    sampling: float = 0.1
+    sampling: float = 0.25
     histogram_bins: int = 32
     seed: int = 0
     initial_pitch_deg: tuple[float, ...] = (0.0,)
@@ -97,6 +99,37 @@ def ras_matrix_to_sitk(matrix: np.ndarray):
     return transform
 
 
+def mattes_registration(
+    settings: AffineSettings,
+    shrink_factors: tuple[int, ...],
+    smoothing_sigmas_mm: tuple[float, ...],
+    *,
+    mask=None,
+    iterations: int | None = None,
+    learning_rate: float = 1.0,
+):
+    """A SimpleITK ``ImageRegistrationMethod``: Mattes MI on a random sample (seeded), linear interpolation, regular-step
+    gradient descent scaled by physical shift, and the given pyramid; ``mask`` restricts the metric to the fixed brain."""
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(settings.sampling, seed=settings.seed)
+    if mask is not None:
+        reg.SetMetricFixedMask(mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=learning_rate, minStep=1e-3, numberOfIterations=iterations or settings.iterations, relaxationFactor=0.6,
+        gradientMagnitudeTolerance=1e-6,
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(list(shrink_factors))
+    reg.SetSmoothingSigmasPerLevel(list(smoothing_sigmas_mm))
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return reg
+
+
 def affine_register(
     fixed: Volume,
     moving: Volume,
@@ -126,21 +159,8 @@ def affine_register(
         mask = sitk.Cast(volume_to_sitk(Volume((fixed_mask.array > 0).astype(np.uint8), fixed_mask.affine)), sitk.sitkUInt8)
 
     def method(levels: int, iterations: int, learning_rate: float = 1.0):
-        reg = sitk.ImageRegistrationMethod()
-        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
-        reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(settings.sampling, seed=settings.seed)
-        if mask is not None:
-            reg.SetMetricFixedMask(mask)
-        reg.SetInterpolator(sitk.sitkLinear)
-        reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=learning_rate, minStep=1e-3, numberOfIterations=iterations, relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6
-        )
-        reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel(list(settings.shrink_factors[:levels]))
-        reg.SetSmoothingSigmasPerLevel(list(settings.smoothing_sigmas_mm[:levels]))
-        reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-        return reg
+        return mattes_registration(settings, settings.shrink_factors[:levels], settings.smoothing_sigmas_mm[:levels], mask=mask,
+                                   iterations=iterations, learning_rate=learning_rate)
 
     if len(settings.initial_pitch_deg) > 1:
         best = None
