@@ -69,7 +69,7 @@ def test_tampered_or_truncated_weights_are_refused(tiny_model, tmp_path):
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(DiffDefInputError, match="sha256 mismatch"):
+    with pytest.raises(DiffDefInputError, match="checksum mismatch"):
         load_generator(copy, "cpu")
     weights.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(DiffDefInputError, match="truncated"):

@@ -21,7 +21,7 @@ import torch
 
 from DiffDefAtlasLib.cli.main import main
 from DiffDefAtlasLib.generate.model_card import sha256_file
-from DiffDefAtlasLib.imageio import Volume, write_image
+from DiffDefAtlasLib.imageio import Volume, read_image, write_image
 from modelfactory import build_tiny_model
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -122,18 +122,70 @@ def test_cuda_without_cuda(model, tmp_path, capsys, command):
     assert no_files_in(tmp_path / "o")
 
 
+def _replace_template(folder, volume):
+    """Put ``volume`` in place of the model's template.nii.gz and record its sha256 in the card, as a model built
+    with the wrong template would have it."""
+    from DiffDefAtlasLib.checksum import file_sha256
+
+    write_image(volume, folder / "template.nii.gz")
+    card = json.loads((folder / "model_card.json").read_text())
+    card["template"]["sha256"]["template.nii.gz"] = file_sha256(folder / "template.nii.gz")
+    (folder / "model_card.json").write_text(json.dumps(card))
+
+
 def test_template_of_the_wrong_dimension_names_the_file(model_copy, tmp_path, capsys):
     """Reference: a 3D image (8x8x8) put in place of the 2D model's template.nii.gz."""
-    write_image(Volume(np.ones((8, 8, 8), np.float32), np.eye(4)), model_copy / "template.nii.gz")
+    _replace_template(model_copy, Volume(np.ones((8, 8, 8), np.float32), np.eye(4)))
     one_error_line(capsys, generate(model_copy, tmp_path / "o"), "template.nii.gz", "3D", "2D")
 
 
 def test_template_of_the_wrong_dimension_is_refused(model_copy, tmp_path, capsys):
     """Reference: a 3D image (8x8x8) put in place of the 2D model's template.nii.gz: one line, status 2."""
-    write_image(Volume(np.ones((8, 8, 8), np.float32), np.eye(4)), model_copy / "template.nii.gz")
+    _replace_template(model_copy, Volume(np.ones((8, 8, 8), np.float32), np.eye(4)))
     code = generate(model_copy, tmp_path / "o")
     assert code == 2
     one_error_line(capsys, code, "tiny2d", "template")
+
+
+@pytest.mark.parametrize("name", ["template.nii.gz", "labels.nii.gz"])
+def test_altered_template_files_are_refused(model_copy, tmp_path, capsys, name):
+    """Reference: the sha256 of the template files recorded in model_card.json at export. A template image swapped
+    for another valid image of the right shape would silently change every atlas; it must be refused."""
+    path = model_copy / name
+    volume = read_image(path)
+    altered = np.array(volume.array)
+    altered.flat[0] += 1  # a valid image of the right shape, one voxel different
+    write_image(Volume(altered, volume.affine), path)
+    one_error_line(capsys, generate(model_copy, tmp_path / "o"), name, "checksum mismatch")
+    assert no_files_in(tmp_path / "o")
+
+
+def test_altered_bundled_template_is_refused(tmp_path, monkeypatch):
+    """Reference: the sha256 of every bundled MNI file in template.json; a copy of the resources with one altered
+    byte in the 2 mm T1 is refused with the file's name."""
+    import shutil
+
+    from DiffDefAtlasLib import resources
+    from DiffDefAtlasLib.errors import DiffDefInputError
+    from DiffDefAtlasLib.template import mni152
+
+    copy = tmp_path / "resources"
+    shutil.copytree(resources.resource_path("template"), copy / "template")
+    target = copy / "template" / "mni_t1_2mm.nii.gz"
+    data = bytearray(target.read_bytes())
+    data[-40] ^= 0xFF
+    target.write_bytes(bytes(data))
+    monkeypatch.setenv("DIFFDEF_ATLAS_RESOURCES", str(copy))
+    resources.resources_dir.cache_clear()
+    mni152._read_only_arrays.cache_clear()
+    try:
+        with pytest.raises(DiffDefInputError, match="mni_t1_2mm.nii.gz: checksum mismatch"):
+            mni152.load_template("2mm")
+    finally:
+        monkeypatch.delenv("DIFFDEF_ATLAS_RESOURCES")
+        resources.resources_dir.cache_clear()
+        mni152._read_only_arrays.cache_clear()
+        mni152._info_text.cache_clear()
 
 
 def test_model_card_claiming_three_dimensions(model_copy, tmp_path, capsys):
@@ -152,7 +204,7 @@ def test_tampered_truncated_or_unchecked_weights_are_refused(model_copy, tmp_pat
     tampered = bytearray(original)
     tampered[len(tampered) // 2] ^= 0x01
     weights.write_bytes(bytes(tampered))
-    one_error_line(capsys, generate(model_copy, tmp_path / "o"), "model.safetensors", "sha256 mismatch")
+    one_error_line(capsys, generate(model_copy, tmp_path / "o"), "model.safetensors", "checksum mismatch")
     weights.write_bytes(original[: len(original) - 1000])
     one_error_line(capsys, generate(model_copy, tmp_path / "o"), "model.safetensors", "truncated")
     weights.write_bytes(original)
@@ -368,3 +420,40 @@ def test_same_seed_gives_the_same_atlas_in_another_process(model, tmp_path):
     a = np.asanyarray(nib.load(str(tmp_path / "here" / "atlas.nii.gz")).dataobj)
     b = np.asanyarray(nib.load(str(tmp_path / "there" / "atlas.nii.gz")).dataobj)
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "command, extra, expected_files",
+    [
+        ("generate", ["--samples", "2"], ["displacement_mean.nii.gz", "displacement_std.nii.gz"]),
+        ("sweep", ["--vary", "age=40:60:20"], ["volumes.csv", "montage.png"]),
+    ],
+)
+def test_out_of_memory_fallback_is_reported_once_for_samples_and_sweeps(model, tmp_path, capsys, monkeypatch, command, extra, expected_files):
+    """Reference: the same fake out-of-memory CUDA device. Every model load on it fails, so each generation (the
+    atlas, the K samples, each sweep step) reruns on the CPU; the user sees the warning exactly once, and the run
+    still writes all its files."""
+    import DiffDefAtlasLib.device as device_module
+    from DiffDefAtlasLib.generate import bundled
+
+    real_select, real_load = device_module.select_device, bundled.load_generator
+    tried = []
+
+    def fake_select(name="auto"):
+        return torch.device("cuda") if str(name).startswith("cuda") else real_select(name)
+
+    def fake_load(name, device="auto"):
+        tried.append(torch.device(device).type)
+        if torch.device(device).type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_load(name, device)
+
+    monkeypatch.setattr(device_module, "select_device", fake_select)
+    monkeypatch.setattr(bundled, "load_generator", fake_load)
+    out = tmp_path / "out"
+    assert main([command, "--model", str(model), "--device", "cuda", "--out", str(out), *extra]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert tried.count("cuda") == 2 and tried.count("cpu") == 2  # two generations, each tried on CUDA then the CPU
+    assert len(err) == 1 and "out of memory" in err[0] and "CPU" in err[0], err
+    for name in expected_files:
+        assert (out / name).is_file(), name

@@ -87,6 +87,36 @@ def test_interrupted_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     assert leftovers(tmp_path) == []
 
 
+def test_interrupted_loss_log_append_keeps_every_complete_row(tmp_path, monkeypatch):
+    """Reference: the two rows logged before; a write dying half-way through the third row must leave exactly those
+    two rows readable by the csv module (no torn row), and the next append must work."""
+    import csv as csv_module
+
+    from DiffDefAtlasLib.train.checkpoints import LossLog
+
+    log = LossLog(tmp_path, "diffusion")
+    log.append(10, {"loss": 0.5})
+    log.append(20, {"loss": 0.25})
+    real_writer = csv_module.DictWriter
+
+    class DyingWriter(real_writer):
+        def writerows(self, rows):
+            rows = list(rows)
+            super().writerows(rows[:-1])
+            self.writer.writerow(["30", "0.1"][:1])  # half a row, then the process dies
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(csv_module, "DictWriter", DyingWriter)
+    with pytest.raises(KeyboardInterrupt):
+        log.append(30, {"loss": 0.125})
+    monkeypatch.setattr(csv_module, "DictWriter", real_writer)
+    assert [(r["step"], r["loss"]) for r in log.rows()] == [("10", "0.5"), ("20", "0.25")]
+    log.append(30, {"loss": 0.125})
+    with open(log.path, newline="") as stream:
+        assert [row for row in csv_module.reader(stream)] == [["step", "loss"], ["10", "0.5"], ["20", "0.25"], ["30", "0.125"]]
+    assert leftovers(tmp_path) == []
+
+
 def test_atomic_files_get_the_usual_permissions(tmp_path):
     """Reference: a file created by a plain open() in the same folder (the process umask applies to both); a
     temporary-file mode of 0600 would hide every output from the user's colleagues."""

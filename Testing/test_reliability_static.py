@@ -141,3 +141,22 @@ def test_safe_code_passes():
         "from safetensors.torch import load_file\nload_file(path)\n"
     )
     assert problems(snippet) == []
+
+
+def test_listing_models_does_not_import_monai():
+    """Reference: ``sys.modules`` of a fresh interpreter. MONAI takes seconds to import; the image reader, the
+    spatial core and ``diffdef-atlas models`` must not pull it in (only integration, training and losses do)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, io, contextlib\n"
+        "import DiffDefAtlasLib.imageio, DiffDefAtlasLib.spatial\n"
+        "from DiffDefAtlasLib.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['models']) == 0\n"
+        "print(sorted(m for m in sys.modules if m == 'monai' or m.startswith('monai.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -370,6 +370,7 @@ def build(source: NilearnSource, out: Path) -> dict:
             "spacing_mm": [spacing] * 3,
             "affine": target.tolist(),
             "files": files,
+            "sha256": {filename: hashlib.sha256((out / filename).read_bytes()).hexdigest() for filename in files.values()},
             "label_volumes_ml": {LABELS[k]["name"]: volume_ml(resampled["labels"] == k, spacing) for k in LABELS if k},
             "brain_mask_volume_ml": volume_ml(resampled["brain_mask"] > 0, spacing),
             "lateral_ventricles_ml": {"left": left_ml, "right": right_ml, "total": round(left_ml + right_ml, 3)},

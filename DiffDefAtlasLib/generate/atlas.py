@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..checksum import verify_sha256
 from ..errors import DiffDefInputError
 from ..imageio import Volume, read_image
 from ..spatial import (
@@ -74,7 +75,7 @@ class TemplateImages:
 
 
 @lru_cache(maxsize=4)
-def _template_images_cached(card_path: str, kind: str, image: str, labels: str) -> TemplateImages:
+def _template_images_cached(card_path: str, kind: str, image: str, labels: str, digests: tuple[tuple[str, str], ...] = ()) -> TemplateImages:
     if kind == "mni152":
         from ..template import LABEL_NAMES, load_template
 
@@ -83,6 +84,9 @@ def _template_images_cached(card_path: str, kind: str, image: str, labels: str) 
     from pathlib import Path
 
     folder = Path(card_path).parent
+    expected = dict(digests)
+    for name in filter(None, (image, labels)):
+        verify_sha256(folder / name, expected.get(name), "template file")
     image_volume = read_image(folder / image, dtype=np.float32)
     labels_volume = read_image(folder / labels, dtype=np.uint8) if labels else Volume(np.zeros(image_volume.array.shape, np.uint8), image_volume.affine)
     return TemplateImages(image_volume, labels_volume, {})
@@ -94,7 +98,8 @@ def template_images(card: ModelCard) -> TemplateImages:
     kind = entry.get("kind", "mni152")
     if kind not in ("mni152", "files"):
         raise DiffDefInputError(f"model card '{card.name}': unknown template kind {kind!r}")
-    images = _template_images_cached(str(card.path), kind, entry.get("image", ""), entry.get("labels", ""))
+    digests = tuple(sorted((entry.get("sha256") or {}).items()))
+    images = _template_images_cached(str(card.path), kind, entry.get("image", ""), entry.get("labels", ""), digests)
     if kind == "files" and entry.get("label_names"):
         images = TemplateImages(images.image, images.labels, {int(k): v for k, v in entry["label_names"].items()})
     return images

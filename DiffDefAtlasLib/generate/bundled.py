@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from ..atomic import atomic_path
@@ -61,8 +62,21 @@ def resolve_model(name: str | Path) -> ModelCard:
     raise DiffDefInputError(f"model {str(name)!r}: no such bundled model or model folder; available: {available}")
 
 
+def record_template_checksums(card: ModelCard, folder: str | Path) -> ModelCard:
+    """Put the sha256 of a file template (``card.template["kind"] == "files"``, images in ``folder``) into the
+    card, so they are checked at load like the weights; a card with the bundled MNI template is left as it is."""
+    if (card.template or {}).get("kind") == "files":
+        names = [card.template[key] for key in ("image", "labels") if card.template.get(key)]
+        present = [name for name in names if (Path(folder) / name).is_file()]  # a missing one is refused at load
+        card.template = {**card.template, "sha256": {name: sha256_file(Path(folder) / name) for name in present}}
+    return card
+
+
 def save_model(card: ModelCard, network: torch.nn.Module, folder: str | Path) -> ModelCard:
-    """Write ``network``'s weights (safetensors, float32) and the card with their sha256 and size into ``folder``."""
+    """Write ``network``'s weights (safetensors, float32) and the card with their sha256 and size into ``folder``.
+
+    A template given as files (``card.template["kind"] == "files"``) must already be in ``folder``: their sha256
+    go into the card as well."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -72,6 +86,7 @@ def save_model(card: ModelCard, network: torch.nn.Module, folder: str | Path) ->
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata={"model": card.name, "format": "pt"})
     card.weights = {"file": WEIGHTS_FILE, "sha256": sha256_file(target), "bytes": target.stat().st_size}
+    record_template_checksums(card, folder)
     card.save(folder)
     return card
 
@@ -140,6 +155,35 @@ def generate_atlas(
         generator = load_generator(model, dev)
         return generator.generate(
             conditions, seed=seed, steps=steps, guidance=guidance, temperature=temperature, allow_extrapolation=allow_extrapolation
+        )
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*native grid_sample.*")
+        return run_with_cpu_fallback(run, select_device(device))
+
+
+def sample_variability(
+    model: str,
+    conditions: Mapping[str, Any] | None,
+    samples: int,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    device: str = "auto",
+    allow_extrapolation: bool = False,
+    guidance: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean displacement and its standard-deviation map over ``samples`` draws at temperature 1 (see
+    :meth:`Generator.variability`); running out of GPU memory falls back to the CPU with a warning.
+
+    Example:
+        >>> mean, std = sample_variability("brain3d", {"age": 72}, 8, device="cpu")  # doctest: +SKIP
+    """
+    from ..device import run_with_cpu_fallback, select_device
+
+    def run(dev: torch.device) -> tuple[np.ndarray, np.ndarray]:
+        return load_generator(model, dev).variability(
+            conditions, samples, seed=seed, steps=steps, guidance=guidance, allow_extrapolation=allow_extrapolation
         )
 
     with warnings.catch_warnings():

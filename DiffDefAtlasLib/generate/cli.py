@@ -88,10 +88,15 @@ def _generate(args: argparse.Namespace, conditions: dict[str, Any]):
     )
 
 
-def _print_warnings(caught: list[warnings.WarningMessage], command: str) -> None:
+def _print_warnings(caught: list[warnings.WarningMessage], command: str, printed: set[str] | None = None) -> None:
+    """Print each distinct warning once, in order, as one line; ``printed`` remembers those already shown."""
     import sys
 
-    for message in dict.fromkeys(str(w.message) for w in caught):  # each distinct warning once, in order
+    printed = set() if printed is None else printed
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        if "grid_sample" in message or message in printed:
+            continue
+        printed.add(message)
         print(f"diffdef-atlas {command}: warning: {message}", file=sys.stderr)
 
 
@@ -106,25 +111,28 @@ def run_generate(args: argparse.Namespace) -> int:
     """Generate one atlas and write atlas, labels, displacement (RAS and ITK), Jacobian, folding, summary and preview."""
     from ..imageio import Volume, write_image
     from ..spatial import save_displacement_nifti
-    from .bundled import load_generator, resolve_model
-    from .conditions import resolve_conditions
     from ..cli.output import prepare_output_dir, write_summary
+    from .bundled import resolve_model, sample_variability
+    from .conditions import resolve_conditions
 
     conditions = parse_conditions(args.conditions)
     card = resolve_model(args.model)
+    printed: set[str] = set()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         resolve_conditions(card, conditions, args.allow_extrapolation)  # fail before creating the output folder
         out = prepare_output_dir(args.out, args.overwrite)
         result = _generate(args, conditions)
-    _print_warnings([w for w in caught if "grid_sample" not in str(w.message)], "generate")
+    _print_warnings(caught, "generate", printed)
     written = write_atlas_files(result, out)
     summary = dict(result.summary)
     if args.samples:
-        generator = load_generator(args.model, args.device)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # already reported above
-            mean, std = generator.variability(conditions, args.samples, seed=args.seed, steps=args.steps, guidance=args.guidance, allow_extrapolation=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mean, std = sample_variability(
+                args.model, conditions, args.samples, seed=args.seed, steps=args.steps, device=args.device, guidance=args.guidance, allow_extrapolation=True
+            )
+        _print_warnings(caught, "generate", printed)
         written.append(save_displacement_nifti(mean, result.grid, out / "displacement_mean.nii.gz"))
         written.append(write_image(Volume(std.astype(np.float32), result.grid.affine), out / "displacement_std.nii.gz"))
         summary["variability"] = {"samples": args.samples, "seeds": [args.seed, args.seed + args.samples - 1], "temperature": 1.0, "mean_std_mm": float(std.mean()), "max_std_mm": float(std.max())}
@@ -190,17 +198,19 @@ def run_sweep(args: argparse.Namespace) -> int:
     name, values = parse_vary(args.vary, card)
     if name in conditions:
         raise DiffDefInputError(f"condition '{name}' is both swept (--vary) and fixed (--set)")
+    printed: set[str] = set()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for value in values:
             resolve_conditions(card, {**conditions, name: value}, args.allow_extrapolation)
-    _print_warnings([w for w in caught if "grid_sample" not in str(w.message)], "sweep")
+    _print_warnings(caught, "sweep", printed)
     out = prepare_output_dir(args.out, args.overwrite)
     rows, pictures, summaries = [], [], []
     for n, value in enumerate(values):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             result = _generate(args, {**conditions, name: value})
+        _print_warnings(caught, "sweep", printed)  # e.g. a fall back to the CPU, once
         folder = out / f"{n:02d}_{name}_{value:g}" if isinstance(value, float) else out / f"{n:02d}_{name}_{value}"
         folder.mkdir(exist_ok=True)
         write_atlas_files(result, folder, minimal=True)

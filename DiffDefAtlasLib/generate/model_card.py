@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from ..checksum import file_sha256 as sha256_file
+from ..checksum import file_sha256 as sha256_file, verify_sha256
 
 import json
 from dataclasses import asdict, dataclass, field, fields
@@ -221,13 +221,8 @@ def verify_weights(card: ModelCard) -> Path:
     path = card.weights_path
     if not path.is_file():
         raise DiffDefInputError(f"{path}: weights of model '{card.name}' not found")
-    expected = card.weights.get("sha256")
-    if not expected:
-        raise DiffDefInputError(f"{card.path}: the model card holds no sha256 for its weights")
     size = path.stat().st_size
     if "bytes" in card.weights and size != int(card.weights["bytes"]):
         raise DiffDefInputError(f"{path}: expected {card.weights['bytes']} bytes, found {size} (truncated or replaced file)")
-    found = sha256_file(path)
-    if found != expected:
-        raise DiffDefInputError(f"{path}: sha256 mismatch (expected {expected[:12]}..., found {found[:12]}...); the file is damaged or altered")
+    verify_sha256(path, card.weights.get("sha256"), f"weights of model '{card.name}'")
     return path

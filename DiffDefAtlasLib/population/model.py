@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..checksum import file_sha256
+from ..checksum import file_sha256, verify_sha256
 from ..errors import DiffDefInputError
 from ..imageio import Volume
 from ..resources import resource_path
@@ -323,11 +323,7 @@ class PopulationModel:
         except FileNotFoundError:
             raise DiffDefInputError(f"{card_path}: population model card not found") from None
         weights = folder / card.get("weights_file", WEIGHTS_FILE)
-        if not weights.is_file():
-            raise DiffDefInputError(f"{weights}: population model weights not found")
-        digest = file_sha256(weights)
-        if digest != card.get("weights_sha256"):
-            raise DiffDefInputError(f"{weights}: checksum {digest[:12]}... does not match the model card ({str(card.get('weights_sha256'))[:12]}...)")
+        verify_sha256(weights, card.get("weights_sha256"), "population model weights")
         arrays = load_file(str(weights))
         grid = Grid(tuple(card["grid"]["shape"]), np.array(card["grid"]["affine"]))
         return cls(

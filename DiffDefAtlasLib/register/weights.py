@@ -7,7 +7,7 @@ the measured accuracy.
 
 from __future__ import annotations
 
-from ..checksum import file_sha256 as sha256_of
+from ..checksum import file_sha256 as sha256_of, verify_sha256
 
 import json
 from functools import lru_cache
@@ -54,11 +54,7 @@ def _verified_state(folder: str) -> tuple[dict, dict]:
 
     card = read_model_card(folder=folder)
     path = Path(folder) / card["weights_file"]
-    if not path.is_file():
-        raise DiffDefInputError(f"{path}: registration weights not found")
-    found = sha256_of(path)
-    if found != card["sha256"]:
-        raise DiffDefInputError(f"{path}: checksum mismatch (expected sha256 {card['sha256'][:12]}..., found {found[:12]}...); the file is corrupt")
+    verify_sha256(path, card.get("sha256"), "registration weights")
     try:
         return card, load_file(str(path))
     except Exception as error:  # safetensors raises SafetensorError for files that are not safetensors

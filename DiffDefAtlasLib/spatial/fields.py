@@ -14,7 +14,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import DVF2DDF
 
 from .grid import Grid
 
@@ -150,7 +149,9 @@ def integrate_velocity(velocity: torch.Tensor, grid: Grid, steps: int = 7) -> to
 
 
 @lru_cache(maxsize=8)
-def _scaling_and_squaring(steps: int) -> DVF2DDF:
+def _scaling_and_squaring(steps: int) -> torch.nn.Module:
+    from monai.networks.blocks import DVF2DDF  # imported here: MONAI takes seconds to import, and most callers never integrate
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*native grid_sample.*")
         return DVF2DDF(num_steps=steps, mode="bilinear", padding_mode="border")

@@ -19,6 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ..checksum import verify_sha256
 from ..errors import DiffDefInputError
 from ..imageio import Volume, read_image
 from ..resources import resource_path
@@ -81,11 +82,12 @@ def _check_resolution(resolution: str) -> str:
 
 @lru_cache(maxsize=None)
 def _read_only_arrays(resolution: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Read every map of one resolution once; arrays and affines are made read-only."""
-    files = template_info()["resolutions"][resolution]["files"]
+    """Read every map of one resolution once, after checking its sha256 against ``template.json``; arrays and
+    affines are made read-only."""
+    info = template_info()["resolutions"][resolution]
     arrays = {}
-    for name, filename in files.items():
-        path = resource_path("template", filename)
+    for name, filename in info["files"].items():
+        path = verify_sha256(resource_path("template", filename), info.get("sha256", {}).get(filename), "template file")
         if name in _INTEGER_MAPS:
             volume = read_image(path, dtype=np.uint8)
         else:

@@ -98,14 +98,8 @@ class LossLog:
                 writer.writerows(rows)
 
     def append(self, step: int, values: dict[str, float]) -> None:
-        """Add one row."""
-        row = {"step": step, **{k: f"{v:.6g}" for k, v in values.items()}}
-        new = not self.path.is_file()
-        with open(self.path, "a", newline="", encoding="utf-8") as stream:
-            writer = csv.DictWriter(stream, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        """Add one row. The file is rewritten atomically, so a run killed mid-write never leaves a torn row."""
+        self._write(self.rows() + [{"step": step, **{k: f"{v:.6g}" for k, v in values.items()}}])
 
     def write_json(self, extra: dict[str, Any] | None = None) -> Path:
         """``<stage>_losses.json``: every row, plus ``extra``."""

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_path, write_text_atomic
 from ..errors import DiffDefInputError
 from ..generate.model_card import ConditionSpec, ModelCard
 from ..generate.networks import AUTOENCODER_DEFAULTS, UNET_DEFAULTS, autoencoder_factor, build_autoencoder, build_unet, condition_kinds
@@ -198,10 +199,11 @@ def load_draft(work_dir: str | Path) -> ModelCard:
 
 
 def save_draft(card: ModelCard, work_dir: str | Path) -> None:
-    """Write the draft card into ``work_dir``."""
-    from ..atomic import write_text_atomic
+    """Write the draft card into ``work_dir``, with the sha256 of the template files beside it (the MP stage loads
+    them through the same checked path as a bundled model)."""
+    from ..generate.bundled import record_template_checksums
 
-    write_text_atomic(Path(work_dir) / DRAFT_CARD, card.to_json())
+    write_text_atomic(Path(work_dir) / DRAFT_CARD, record_template_checksums(card, work_dir).to_json())
 
 
 def new_draft(name: str, fields: FieldSet, working_grid, output_grid, template: dict[str, Any], description: str) -> ModelCard:
@@ -253,7 +255,8 @@ def train_autoencoder(fields: FieldSet, settings: StageSettings, card: ModelCard
         Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
         if context.is_main:
             save_draft(card, settings.work_dir)
-            np.save(Path(settings.work_dir) / "field_mean.npy", field_mean(fields))
+            with atomic_path(Path(settings.work_dir) / "field_mean.npy") as tmp, open(tmp, "wb") as stream:
+                np.save(stream, field_mean(fields))
         torch.manual_seed(settings.seed)
         autoencoder = build_autoencoder(card.spatial_dims, card.autoencoder)
         objective = AutoencoderObjective(autoencoder, settings.kl_weight)
@@ -341,8 +344,6 @@ def train_diffusion(fields: FieldSet, settings: StageSettings) -> dict[str, Any]
         else:
             latents = encode_fields(load_trained_autoencoder(settings.work_dir, card), fields, card)
             if context.is_main:
-                from ..atomic import atomic_path
-
                 with atomic_path(latents_path) as tmp:
                     torch.save(latents, tmp)
         card.latent_shape = list(latents.shape[1:])
