@@ -1,9 +1,10 @@
 """DiffDefAtlas: conditional brain atlases in 3D Slicer.
 
-This file is glue. The widget wires ``Resources/UI/DiffDefAtlas.ui`` to the logic; the logic moves arrays and
-matrices between MRML nodes and ``DiffDefAtlasLib``, which does the work (``DiffDefAtlasLib.api``) and makes every
-display decision (``DiffDefAtlasLib.scene``, ``DiffDefAtlasLib.process``). Heavy packages (torch, MONAI) are imported
-only inside functions, after the user has agreed to install them.
+This file holds the four entry points Slicer looks for (Module, Widget, Logic, Test) and stays thin. The helper
+classes live one per file in ``DiffDefAtlasModuleLib/``; every computation and display decision is a function of
+``DiffDefAtlasLib`` (``api`` does the work; ``scene``, ``process`` and ``slicer_support`` decide what the module
+shows), tested by pytest without Slicer. Heavy packages (torch, MONAI) are imported only inside functions, after the
+user has agreed to install them.
 
 Console use::
 
@@ -12,24 +13,19 @@ Console use::
     logic.registerVolume(getNode("MRHead"), nodes.atlas)
 """
 
-import json
 import logging
 import shutil
 import sys
 import tempfile
+import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Callable, Optional
 
-import ctk
-import qt
 import slicer
 import vtk
-from slicer import vtkMRMLGridTransformNode, vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -38,29 +34,25 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from DiffDefAtlasModuleLib.LibraryPath import addLibraryToPath
 
-def _addLibraryToPath() -> Path:
-    """Make ``DiffDefAtlasLib`` importable and return the folder that holds it.
+LIBRARY_PARENT = addLibraryToPath(Path(__file__).parent)
 
-    An installed extension has it beside this file; a source checkout (module path added in the Application
-    settings) has it one folder up.
-    """
-    here = Path(__file__).resolve().parent
-    for folder in (here, here.parent):
-        if (folder / "DiffDefAtlasLib" / "__init__.py").is_file():
-            if str(folder) not in sys.path:
-                sys.path.insert(0, str(folder))
-            return folder
-    logging.error(f"DiffDefAtlasLib not found next to {here} or in {here.parent}; reinstall the extension")
-    return here
+# numpy-only library modules (no torch): usable before the dependencies are installed
+from DiffDefAtlasLib import process, scene  # noqa: E402
+from DiffDefAtlasLib.slicer_support import gui_state, layers  # noqa: E402
+from DiffDefAtlasModuleLib.AtlasNodes import AtlasNodes  # noqa: E402
+from DiffDefAtlasModuleLib.ConditionPanel import ConditionPanel  # noqa: E402
+from DiffDefAtlasModuleLib.DependencyInstaller import DependencyInstaller  # noqa: E402
+from DiffDefAtlasModuleLib.JobLauncher import JobLauncher  # noqa: E402
+from DiffDefAtlasModuleLib.MRMLConversion import MRMLConversion  # noqa: E402
+from DiffDefAtlasModuleLib.OverlayDisplay import OverlayDisplay  # noqa: E402
+from DiffDefAtlasModuleLib.DiffDefAtlasParameterNode import DiffDefAtlasParameterNode  # noqa: E402
+from DiffDefAtlasModuleLib.RegistrationNodes import RegistrationNodes  # noqa: E402
+from DiffDefAtlasModuleLib.SegmentationBuilder import SegmentationBuilder  # noqa: E402
 
-
-LIBRARY_PARENT = _addLibraryToPath()
-
-from DiffDefAtlasLib import process, scene  # noqa: E402  (numpy only; no torch)
-
-COLOR_TABLE_NAME = "DiffDefAtlas tissue labels"
-ATTRIBUTE_PREFIX = "DiffDefAtlas."
+#: Packages reloaded by the developer Reload button (the library and the module's helper classes, not torch).
+RELOADED_PACKAGES = ("DiffDefAtlasLib", "DiffDefAtlasModuleLib")
 
 
 #
@@ -81,7 +73,7 @@ class DiffDefAtlas(ScriptedLoadableModule):
             "Generate a brain atlas for chosen conditions (age, sex, ventricle volume...) with a diffusion model"
             " of deformation fields, see how it deforms the MNI ICBM152 template (grid, Jacobian, folding),"
             " and register a loaded scan to it."
-            ' See the <a href="https://github.com/DiffDefAtlas/DiffDefAtlas#3d-slicer">documentation</a>.'
+            ' See the <a href="https://github.com/diffdefatlas/SlicerDiffDefAtlas#3d-slicer">documentation</a>.'
         )
         self.parent.acknowledgementText = _(
             "Method after Diff-Def (arXiv 2403.16776). Template: derived from MNI ICBM152 2009a nonlinear symmetric,"
@@ -90,84 +82,20 @@ class DiffDefAtlas(ScriptedLoadableModule):
 
 
 #
-# Parameter node
-#
-
-
-@parameterNodeWrapper
-class DiffDefAtlasParameterNode:
-    """GUI state saved with the scene. Condition values are JSON text because each model has its own conditions."""
-
-    model: str = "brain3d"
-    conditionsJson: str = "{}"
-    allowExtrapolation: bool = False
-    liveUpdate: bool = True
-    seed: Annotated[int, WithinRange(0, 999999)] = 0
-    steps: Annotated[int, WithinRange(0, 1000)] = 0  # 0: the model's default
-    device: str = "auto"
-    deformationDisplay: str = "grid"  # none, grid or glyph
-    deformationScale: Annotated[float, WithinRange(0.1, 10.0)] = 1.0
-    gridSpacing: Annotated[float, WithinRange(2.0, 40.0)] = 8.0
-    foreground: str = "jacobian"  # jacobian, magnitude or none
-    foregroundOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
-    jacobianHalfWidth: Annotated[float, WithinRange(0.05, 2.0)] = 0.5
-    showFolding: bool = True
-    inputVolume: vtkMRMLScalarVolumeNode
-    affine: bool = True
-    refineIterations: Annotated[int, WithinRange(0, 1000)] = 0
-    # nodes of the current atlas ("makes or updates": generating again reuses them)
-    atlasVolume: vtkMRMLScalarVolumeNode
-    atlasLabels: vtkMRMLLabelMapVolumeNode
-    atlasSegmentation: vtkMRMLSegmentationNode
-    deformation: vtkMRMLGridTransformNode
-    jacobianVolume: vtkMRMLScalarVolumeNode
-    magnitudeVolume: vtkMRMLScalarVolumeNode
-    foldingSegmentation: vtkMRMLSegmentationNode
-
-
-@dataclass
-class AtlasNodes:
-    """The nodes of one generated atlas; ``result`` is the library's ``AtlasResult``."""
-
-    atlas: Any
-    labels: Any
-    segmentation: Any
-    transform: Any
-    jacobian: Any
-    magnitude: Any
-    folding: Any
-    result: Any = None
-
-
-@dataclass
-class RegistrationNodes:
-    """The nodes of one registration: the scan in atlas space, the transform (atlas to scan), its Jacobian and the
-    atlas labels on the scan (``None`` when the atlas had no labels)."""
-
-    warped: Any
-    transform: Any
-    jacobian: Any
-    labels: Any = None
-    segmentation: Any = None
-    result: Any = None
-
-
-#
 # Widget
 #
 
 
 class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Wires the .ui to :class:`DiffDefAtlasLogic`; condition sliders are built from the selected model card."""
+    """Wires ``Resources/UI/DiffDefAtlas.ui`` to :class:`DiffDefAtlasLogic`."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.conditionPanel = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._controls = {}  # condition name -> scene.ConditionControl
-        self._conditionWidgets = {}  # condition name -> (value widget, "use" check box)
         self._job = None
 
     def setup(self) -> None:
@@ -177,18 +105,20 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DiffDefAtlasLogic()
+        self.conditionPanel = ConditionPanel(self.ui, self.onConditionEdited)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        for comboBox, items in (
-            (self.ui.deviceComboBox, ((_("Auto"), "auto"), (_("CPU"), "cpu"), (_("CUDA (GPU)"), "cuda"))),
-            (self.ui.deformationModeComboBox, ((_("Grid"), "grid"), (_("Glyphs"), "glyph"), (_("Hidden"), "none"))),
-            (self.ui.foregroundComboBox, ((_("Jacobian determinant"), "jacobian"),
-                                          (_("Displacement magnitude"), "magnitude"), (_("None"), "none"))),
-        ):
+        choices = (
+            (self.ui.deviceComboBox, {"auto": _("Auto"), "cpu": _("CPU"), "cuda": _("CUDA (GPU)")}),
+            (self.ui.deformationModeComboBox, {"grid": _("Grid"), "glyph": _("Glyphs"), "none": _("Hidden")}),
+            (self.ui.foregroundComboBox, {"jacobian": _("Jacobian determinant"), "magnitude": _("Displacement magnitude"),
+                                          "none": _("None")}),
+        )
+        for comboBox, items in choices:
             comboBox.clear()
-            for text, data in items:
+            for data, text in items.items():
                 comboBox.addItem(text, data)
 
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
@@ -211,8 +141,7 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshDependencyState()
 
     def cleanup(self) -> None:
-        if self._job is not None and not self._job.finished:
-            self._job.cancel()
+        self.onCancel()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -225,6 +154,7 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self.onCancel()  # a job finishing later must not load into the next scene
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -232,8 +162,8 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def onReload(self) -> None:
-        """Developer reload: also reload the library's modules (but not torch)."""
-        for name in [n for n in sys.modules if n == "DiffDefAtlasLib" or n.startswith("DiffDefAtlasLib.")]:
+        """Developer reload: also reload the library and the helper classes (but not torch)."""
+        for name in [n for n in sys.modules if n.split(".")[0] in RELOADED_PACKAGES]:
             del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
 
@@ -260,7 +190,7 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         busy = self._job is not None and not self._job.finished
         self.ui.generateButton.enabled = bool(p.model) and not busy
         self.ui.registerButton.enabled = bool(p.inputVolume and p.atlasVolume) and not busy
-        self.ui.sweepButton.enabled = bool(p.model and self._controls) and not busy
+        self.ui.sweepButton.enabled = bool(p.model and self.conditionPanel.controls) and not busy
         self.ui.exportButton.enabled = bool(p.atlasVolume)
         self.logic.applyDisplaySettings(p)
 
@@ -271,8 +201,7 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.installDependenciesButton.visible = bool(missing)
         if missing:
             self.ui.dependencyStatusLabel.text = _("Needs {packages} (installed on first use, after asking).").format(
-                packages=", ".join(missing)
-            )
+                packages=", ".join(missing))
             self.ui.deviceInfoLabel.text = _("PyTorch is not installed yet.")
             return
         self.ui.dependencyStatusLabel.text = _("All dependencies are installed.")
@@ -296,16 +225,14 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def populateModels(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to list the bundled models."), waitCursor=True):
-            cards = self.logic.modelCards()
+            cards = gui_state.slicer_models(self.logic.modelCards())
             wasBlocked = self.ui.modelComboBox.blockSignals(True)
             self.ui.modelComboBox.clear()
             for card in cards:
-                if card.spatial_dims == 3:  # Slicer shows 3D atlases; 2D models are for the command line
-                    self.ui.modelComboBox.addItem(card.name, card.name)
+                self.ui.modelComboBox.addItem(card.name, card.name)
             self.ui.modelComboBox.blockSignals(wasBlocked)
             wanted = self._parameterNode.model if self._parameterNode else ""
-            index = max(0, self.ui.modelComboBox.findData(wanted))
-            self.ui.modelComboBox.setCurrentIndex(index)
+            self.ui.modelComboBox.setCurrentIndex(max(0, self.ui.modelComboBox.findData(wanted)))
             self.onModelChanged()
 
     def onModelChanged(self, index=None) -> None:
@@ -325,75 +252,19 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p is None or not p.model or self.logic.missingDependencies():
             return
-        card = self.logic.modelCard(p.model)
         # read the check box itself: its parameter-node binding may not have run yet when this slot runs
-        controls = scene.condition_controls(card, allow_extrapolation=self.ui.allowExtrapolationCheckBox.checked)
-        stored = scene.conditions_from_json(p.conditionsJson)
-        values = {c.name: c.clamp(stored.get(c.name, c.default)) for c in controls}
-        used = set(stored) if stored else {c.name for c in controls}
-
-        layout = self.ui.conditionsFrame.layout()
-        while layout.count():
-            item = layout.takeAt(0)
-            if item.widget():
-                item.widget().deleteLater()
-        self._controls = {c.name: c for c in controls}
-        self._conditionWidgets = {}
-        wasBlocked = self.ui.sweepConditionComboBox.blockSignals(True)
-        self.ui.sweepConditionComboBox.clear()
-        for control in controls:
-            row = qt.QWidget()
-            rowLayout = qt.QHBoxLayout(row)
-            rowLayout.setContentsMargins(0, 0, 0, 0)
-            use = qt.QCheckBox()
-            use.checked = control.name in used
-            use.toolTip = _("Untick to leave this condition unset (the model averages over it).")
-            rowLayout.addWidget(use)
-            if control.is_categorical:
-                value = qt.QComboBox()
-                for choice in control.choices:
-                    value.addItem(choice)
-                value.currentText = str(values[control.name])
-                value.connect("currentIndexChanged(int)", lambda *args: self.onConditionEdited())
-            else:
-                value = ctk.ctkSliderWidget()
-                value.decimals = control.decimals
-                value.singleStep = control.single_step
-                value.minimum = control.slider_minimum
-                value.maximum = control.slider_maximum
-                value.value = float(values[control.name])
-                value.tracking = False  # valueChanged only on release: live update regenerates once per move
-                value.connect("valueChanged(double)", lambda *args: self.onConditionEdited())
-                self.ui.sweepConditionComboBox.addItem(control.label, control.name)
-            value.toolTip = control.trained_range_text
-            use.connect("toggled(bool)", lambda *args: self.onConditionEdited())
-            rowLayout.addWidget(value, 1)
-            rangeLabel = qt.QLabel(control.trained_range_text)
-            rangeLabel.enabled = False
-            rowLayout.addWidget(rangeLabel)
-            layout.addRow(control.label, row)
-            self._conditionWidgets[control.name] = (value, use)
-        self.ui.sweepConditionComboBox.blockSignals(wasBlocked)
+        self.conditionPanel.rebuild(self.logic.modelCard(p.model), self.ui.allowExtrapolationCheckBox.checked,
+                                    scene.conditions_from_json(p.conditionsJson))
         self.onSweepConditionChanged()
         self._storeConditions()
         self.onParameterNodeModified()
 
-    def currentConditions(self) -> dict:
-        conditions = {}
-        for name, (widget, use) in self._conditionWidgets.items():
-            if use.checked:
-                conditions[name] = widget.currentText if self._controls[name].is_categorical else float(widget.value)
-        return conditions
-
     def _storeConditions(self) -> None:
-        conditions = self.currentConditions()
-        self._parameterNode.conditionsJson = scene.conditions_to_json(conditions)
-        outside = scene.conditions_outside_trained_range(list(self._controls.values()), conditions)
+        self._parameterNode.conditionsJson = scene.conditions_to_json(self.conditionPanel.conditions())
+        outside = self.conditionPanel.outsideTrainedRange()
         self.ui.extrapolationWarningLabel.text = (
             _("Outside the trained range: {names}. Results are extrapolated.").format(names=", ".join(outside))
-            if outside
-            else ""
-        )
+            if outside else "")
 
     def onConditionEdited(self) -> None:
         self._storeConditions()
@@ -404,32 +275,18 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onGenerate(self) -> None:
         p = self._parameterNode
+        self.ui.generateStatusLabel.text = _("Generating...")
+        slicer.app.processEvents()
         with slicer.util.tryWithErrorDisplay(_("Failed to generate the atlas."), waitCursor=True):
-            self.ui.generateStatusLabel.text = _("Generating...")
-            slicer.app.processEvents()
-            nodes = self.logic.generateAtlas(
-                model=p.model,
-                conditions=scene.conditions_from_json(p.conditionsJson),
-                seed=p.seed,
-                steps=p.steps or None,
-                device=p.device,
-                allowExtrapolation=p.allowExtrapolation,
-            )
+            nodes = self.logic.generateAtlas(model=p.model, conditions=scene.conditions_from_json(p.conditionsJson),
+                                             seed=p.seed, steps=p.steps or None, device=p.device,
+                                             allowExtrapolation=p.allowExtrapolation)
             summary = nodes.result.summary if nodes.result is not None else {}
-            self.ui.generateStatusLabel.text = self._statusText(_("Atlas ready"), summary)
-            self.ui.overlayStatsLabel.text = self.logic.overlaySummary(summary)
+            self.ui.generateStatusLabel.text = gui_state.status_text(_("Atlas ready"), summary, self.logic.lastSeconds,
+                                                                     self.logic.lastWarnings)
+            self.ui.overlayStatsLabel.text = gui_state.overlay_summary(summary)
         if self.ui.generateStatusLabel.text == _("Generating..."):
             self.ui.generateStatusLabel.text = _("Generation failed (see the error message).")
-
-    def _statusText(self, first: str, summary: dict) -> str:
-        parts = [first]
-        if summary.get("device"):
-            parts.append(_("on {device}").format(device=summary["device"]))
-        parts.append(f"({self.logic.lastSeconds:.1f} s)")
-        text = " ".join(parts)
-        if self.logic.lastWarnings:
-            text += "\n" + "\n".join(self.logic.lastWarnings)
-        return text
 
     def onDisplayChoiceChanged(self, index=None) -> None:
         if self._parameterNode is None:
@@ -441,59 +298,52 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onJacobianAutoWindow(self) -> None:
         p = self._parameterNode
         if p and p.jacobianVolume:
-            window = scene.jacobian_window_level(slicer.util.arrayFromVolume(p.jacobianVolume))
-            p.jacobianHalfWidth = min(2.0, max(0.05, window.window / 2.0))
+            p.jacobianHalfWidth = gui_state.auto_jacobian_half_width(slicer.util.arrayFromVolume(p.jacobianVolume))
 
     # --- registration and sweeps (long work runs in a child process)
 
     def onRegister(self) -> None:
         p = self._parameterNode
         if p.refineIterations == 0:
+            self.ui.registerStatusLabel.text = _("Registering...")
+            slicer.app.processEvents()
             with slicer.util.tryWithErrorDisplay(_("Registration failed."), waitCursor=True):
-                self.ui.registerStatusLabel.text = _("Registering...")
-                slicer.app.processEvents()
                 nodes = self.logic.registerVolume(p.inputVolume, p.atlasVolume, affine=p.affine, device=p.device)
-                self.ui.registerStatusLabel.text = self._statusText(
-                    _("Registered {name}").format(name=p.inputVolume.GetName()), nodes.result.summary
-                )
+                self.ui.registerStatusLabel.text = gui_state.status_text(
+                    _("Registered {name}").format(name=p.inputVolume.GetName()), nodes.result.summary,
+                    self.logic.lastSeconds, self.logic.lastWarnings)
             return
         with slicer.util.tryWithErrorDisplay(_("Could not start the registration."), waitCursor=True):
             self._startJob(
                 _("Registering with {n} refinement iterations...").format(n=p.refineIterations),
                 lambda onProgress, onDone: self.logic.startRegistrationJob(
                     p.inputVolume, p.atlasVolume, refine=p.refineIterations, affine=p.affine, device=p.device,
-                    onProgress=onProgress, onDone=onDone,
-                ),
-            )
+                    onProgress=onProgress, onDone=onDone))
 
     def onSweepConditionChanged(self, index=None) -> None:
-        control = self._controls.get(self.ui.sweepConditionComboBox.currentData)
-        if control is None:
+        control = self.conditionPanel.controls.get(self.ui.sweepConditionComboBox.currentData)
+        if control is None or control.is_categorical:
             return
+        sweep = gui_state.sweep_range(control)
         for spinBox in (self.ui.sweepStartDoubleSpinBox, self.ui.sweepStopDoubleSpinBox, self.ui.sweepStepDoubleSpinBox):
-            spinBox.decimals = control.decimals
-            spinBox.minimum = control.slider_minimum if spinBox is not self.ui.sweepStepDoubleSpinBox else control.single_step
-            spinBox.maximum = control.slider_maximum
-        self.ui.sweepStartDoubleSpinBox.value = control.minimum
-        self.ui.sweepStopDoubleSpinBox.value = control.maximum
-        self.ui.sweepStepDoubleSpinBox.value = max(control.single_step, (control.maximum - control.minimum) / 8.0)
+            spinBox.decimals = sweep.decimals
+        self.ui.sweepStartDoubleSpinBox.setRange(sweep.minimum, sweep.maximum)
+        self.ui.sweepStopDoubleSpinBox.setRange(sweep.minimum, sweep.maximum)
+        self.ui.sweepStepDoubleSpinBox.setRange(sweep.step_minimum, sweep.maximum - sweep.minimum)
+        self.ui.sweepStartDoubleSpinBox.value = sweep.start
+        self.ui.sweepStopDoubleSpinBox.value = sweep.stop
+        self.ui.sweepStepDoubleSpinBox.value = sweep.step
 
     def onSweep(self) -> None:
         p = self._parameterNode
-        vary = (
-            self.ui.sweepConditionComboBox.currentData,
-            self.ui.sweepStartDoubleSpinBox.value,
-            self.ui.sweepStopDoubleSpinBox.value,
-            self.ui.sweepStepDoubleSpinBox.value,
-        )
+        vary = (self.ui.sweepConditionComboBox.currentData, self.ui.sweepStartDoubleSpinBox.value,
+                self.ui.sweepStopDoubleSpinBox.value, self.ui.sweepStepDoubleSpinBox.value)
         with slicer.util.tryWithErrorDisplay(_("Could not start the sweep."), waitCursor=True):
             self._startJob(
                 _("Generating a sweep over {name}...").format(name=vary[0]),
                 lambda onProgress, onDone: self.logic.startSweepJob(
                     p.model, vary, scene.conditions_from_json(p.conditionsJson), seed=p.seed, steps=p.steps or None,
-                    device=p.device, allowExtrapolation=p.allowExtrapolation, onProgress=onProgress, onDone=onDone,
-                ),
-            )
+                    device=p.device, allowExtrapolation=p.allowExtrapolation, onProgress=onProgress, onDone=onDone))
 
     def _startJob(self, title: str, start: Callable) -> None:
         self.ui.jobProgressBar.value = 0
@@ -521,16 +371,16 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onParameterNodeModified()
 
     def onCancel(self) -> None:
-        if self._job is not None:
+        if self._job is not None and not self._job.finished:
             self._job.cancel()
 
     # --- export
 
     def onExport(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
-            written = self.logic.exportAtlas(self.ui.exportDirectoryButton.directory)
-            slicer.util.showStatusMessage(_("Wrote {n} files to {folder}").format(
-                n=len(written), folder=self.ui.exportDirectoryButton.directory), 5000)
+            folder = self.ui.exportDirectoryButton.directory
+            written = self.logic.exportAtlas(folder)
+            slicer.util.showStatusMessage(_("Wrote {n} files to {folder}").format(n=len(written), folder=folder), 5000)
 
     @staticmethod
     def _setComboData(comboBox, value) -> None:
@@ -556,62 +406,22 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
         logic.registerVolume(getNode("MRHead"), nodes.atlas)
     """
 
+    # conversions, for scripts: library Volume / displacement field <-> MRML nodes
+    volumeFromNode = staticmethod(MRMLConversion.volumeFromNode)
+    gridTransformNode = staticmethod(MRMLConversion.gridTransformNode)
+    displacementFromTransformNode = staticmethod(MRMLConversion.displacementFromTransformNode)
+    missingDependencies = staticmethod(DependencyInstaller.missingDependencies)
+    ensureDependencies = staticmethod(DependencyInstaller.ensureDependencies)
+
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.lastWarnings: list = []
         self.lastSeconds = 0.0
         self._cards = None
+        self.jobs = JobLauncher(LIBRARY_PARENT)
 
     def getParameterNode(self):
         return DiffDefAtlasParameterNode(super().getParameterNode())
-
-    # --- dependencies
-
-    @staticmethod
-    def missingDependencies() -> list:
-        """Names of the packages still to install (torch first)."""
-        import importlib.util
-
-        missing = [] if importlib.util.find_spec("torch") else ["torch"]
-        return missing + [scene.requirement_name(r) for r in scene.missing_requirements()]
-
-    def ensureDependencies(self) -> None:
-        """Install what is missing, each step after asking: torch through the PyTorch extension, the rest with pip."""
-        if not self.missingDependencies():
-            return
-        import importlib.util
-
-        if not importlib.util.find_spec("torch"):
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError as error:
-                raise RuntimeError(
-                    "DiffDefAtlas needs the PyTorch extension: install 'PyTorch' from the Extensions Manager,"
-                    " restart Slicer, and try again."
-                ) from error
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torchLogic.torchInstalled():
-                torch = torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=scene.TORCH_REQUIREMENT)
-                if torch is None:
-                    raise RuntimeError("PyTorch was not installed; DiffDefAtlas cannot run without it.")
-        missing = scene.missing_requirements()
-        if not missing:
-            return
-        packaging = getattr(slicer, "packaging", None)
-        if packaging is not None and hasattr(packaging, "pip_ensure"):
-            packaging.pip_ensure(list(scene.SLICER_PIP_REQUIREMENTS), requester="DiffDefAtlas")
-        else:
-            if not slicer.app.commandOptions().testingEnabled and not slicer.util.confirmOkCancelDisplay(
-                _("DiffDefAtlas needs these Python packages: {packages}. Download and install them now?").format(
-                    packages=", ".join(missing)
-                ),
-                _("Install Python packages"),
-            ):
-                raise RuntimeError("Installation cancelled; DiffDefAtlas needs " + ", ".join(missing))
-            slicer.util.pip_install(missing)
-        still = scene.missing_requirements()
-        if still:
-            raise RuntimeError("These packages are still missing after installation: " + ", ".join(still))
 
     # --- models
 
@@ -632,8 +442,6 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
 
     def _call(self, function, *args, **kwargs):
         """Call a library function, keeping its warnings (e.g. CUDA out of memory, fell back to CPU) for the GUI."""
-        import time
-
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -646,418 +454,119 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
 
     # --- generate
 
-    def generateAtlas(
-        self,
-        model: str = "brain3d",
-        conditions: Optional[dict] = None,
-        *,
-        seed: int = 0,
-        steps: Optional[int] = None,
-        device: str = "auto",
-        allowExtrapolation: bool = False,
-    ) -> AtlasNodes:
+    def generateAtlas(self, model: str = "brain3d", conditions: Optional[dict] = None, *, seed: int = 0,
+                      steps: Optional[int] = None, device: str = "auto", allowExtrapolation: bool = False) -> AtlasNodes:
         """Generate an atlas and show it: atlas volume, label map + segmentation, grid transform (template to atlas),
         Jacobian (foreground), displacement magnitude and folding segment. Generating again updates the same nodes."""
         self.ensureDependencies()
         from DiffDefAtlasLib import api
 
         conditions = dict(conditions or {})
-        result = self._call(
-            api.generate_atlas, model, conditions, seed=int(seed), steps=steps or None, device=scene.device_choice(device),
-            allow_extrapolation=bool(allowExtrapolation),
-        )
+        result = self._call(api.generate_atlas, model, conditions, seed=int(seed), steps=steps or None,
+                            device=scene.device_choice(device), allow_extrapolation=bool(allowExtrapolation))
         return self.showAtlasResult(result, model=model, conditions=conditions, seed=int(seed))
 
     def showAtlasResult(self, result, *, model: str, conditions: dict, seed: int = 0) -> AtlasNodes:
-        """Create or update the atlas nodes from a library ``AtlasResult``."""
-        from DiffDefAtlasLib.imageio import Volume
-
+        """Create or update the atlas nodes from a library ``AtlasResult`` (``layers.atlas_layers`` decides them)."""
         p = self.getParameterNode()
-        title = scene.export_stem(model, conditions, seed).replace("_", " ")
-        p.atlasVolume = self.volumeNode(result.atlas, f"{title} atlas", node=p.atlasVolume)
-        p.atlasLabels = self.volumeNode(result.labels, f"{title} labels", node=p.atlasLabels,
-                                        className="vtkMRMLLabelMapVolumeNode")
-        p.atlasLabels.GetDisplayNode().SetAndObserveColorNodeID(self.labelColorNode().GetID())
-        p.atlasSegmentation = self.segmentationFromLabels(p.atlasLabels, f"{title} segmentation", node=p.atlasSegmentation)
-        p.deformation = self.gridTransformNode(result.displacement, result.grid, f"{title} deformation", node=p.deformation)
-        p.jacobianVolume = self.volumeNode(result.jacobian, f"{title} Jacobian", node=p.jacobianVolume)
-        magnitude = Volume(scene.displacement_magnitude(result.displacement), result.grid.affine)
-        p.magnitudeVolume = self.volumeNode(magnitude, f"{title} displacement (mm)", node=p.magnitudeVolume)
-        p.foldingSegmentation = self.foldingSegmentation(result.folding, f"{title} folding", node=p.foldingSegmentation,
-                                                         reference=p.jacobianVolume)
-        record = {"model": model, "conditions": conditions, "seed": seed, "summary": getattr(result, "summary", {})}
-        p.atlasVolume.SetAttribute(ATTRIBUTE_PREFIX + "generation", json.dumps(record, default=str))
+        plan = layers.atlas_layers(result, model=model, conditions=conditions, seed=seed)
+        p.atlasVolume = MRMLConversion.volumeNode(plan.atlas, p.atlasVolume)
+        p.atlasLabels = MRMLConversion.volumeNode(plan.labels, p.atlasLabels)
+        p.atlasLabels.GetDisplayNode().SetAndObserveColorNodeID(SegmentationBuilder.labelColorNode().GetID())
+        p.atlasSegmentation = SegmentationBuilder.segmentationFromLabels(p.atlasLabels, plan.names["segmentation"],
+                                                                         p.atlasSegmentation)
+        p.deformation = MRMLConversion.gridTransformNode(plan.displacement, plan.grid, plan.names["deformation"],
+                                                         p.deformation)
+        p.jacobianVolume = MRMLConversion.volumeNode(plan.jacobian, p.jacobianVolume)
+        p.magnitudeVolume = MRMLConversion.volumeNode(plan.magnitude, p.magnitudeVolume)
+        p.foldingSegmentation = SegmentationBuilder.foldingSegmentation(plan.folding, p.foldingSegmentation,
+                                                                        reference=p.jacobianVolume)
+        p.atlasVolume.SetAttribute(layers.GENERATION_ATTRIBUTE, plan.record)
         self.showAtlasLayers(p)
         return AtlasNodes(p.atlasVolume, p.atlasLabels, p.atlasSegmentation, p.deformation, p.jacobianVolume,
                           p.magnitudeVolume, p.foldingSegmentation, result)
 
-    # --- MRML <-> arrays
-
-    @staticmethod
-    def volumeNode(volume, name: str, *, node=None, className: str = "vtkMRMLScalarVolumeNode"):
-        """Create (or update) a volume node from a library ``Volume``."""
-        array, ijkToRAS = scene.volume_to_slicer_array(volume)
-        if node is None:
-            node = slicer.util.addVolumeFromArray(array, ijkToRAS, name, className)
-        else:
-            slicer.util.updateVolumeFromArray(node, array)
-            node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijkToRAS))
-            node.SetName(name)
-        node.CreateDefaultDisplayNodes()
-        return node
-
-    @staticmethod
-    def volumeFromNode(node):
-        """A library ``Volume`` (a copy) from a volume node; a node under a transform must be hardened first."""
-        if node is None:
-            raise ValueError("no volume selected")
-        if node.GetParentTransformNode() is not None:
-            raise ValueError(f"{node.GetName()} is under a transform: harden it first (Data module, right-click, Harden transform)")
-        matrix = vtk.vtkMatrix4x4()
-        node.GetIJKToRASMatrix(matrix)
-        return scene.volume_from_slicer_array(slicer.util.arrayFromVolume(node), slicer.util.arrayFromVTKMatrix(matrix))
-
-    @staticmethod
-    def gridTransformNode(displacement, grid, name: str, *, node=None):
-        """A ``vtkMRMLGridTransformNode`` whose FromParent transform is ``x -> x + u(x)`` (RAS mm).
-
-        That is the resampling transform: a volume placed under it is shown warped, as the library warps it.
-        """
-        from vtk.util import numpy_support
-
-        from DiffDefAtlasLib.spatial.convert import displacement_to_slicer_array
-
-        array, ijkToRAS = displacement_to_slicer_array(displacement, grid)
-        geometry = scene.split_ijk_to_ras(ijkToRAS)
-        image = vtk.vtkImageData()
-        image.SetOrigin(*geometry.origin)
-        image.SetSpacing(*geometry.spacing)
-        image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
-        image.AllocateScalars(vtk.VTK_DOUBLE, 3)
-        numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(array.shape)[:] = array
-        transform = slicer.vtkOrientedGridTransform()
-        transform.SetDisplacementGridData(image)
-        transform.SetGridDirectionMatrix(slicer.util.vtkMatrixFromArray(geometry.direction_matrix4()))
-        transform.SetInterpolationModeToCubic()
-        if node is None:
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLGridTransformNode", name)
-        node.SetName(name)
-        node.SetAndObserveTransformFromParent(transform)
-        node.CreateDefaultDisplayNodes()
-        return node
-
-    @staticmethod
-    def displacementFromTransformNode(node):
-        """Inverse of :meth:`gridTransformNode`: ``(u, grid)`` in the library's convention."""
-        from DiffDefAtlasLib.spatial.convert import displacement_from_slicer_array
-
-        transform = node.GetTransformFromParent()
-        image = transform.GetDisplacementGrid()
-        directions = slicer.util.arrayFromVTKMatrix(transform.GetGridDirectionMatrix())[:3, :3]
-        geometry = scene.ImageGeometry(tuple(image.GetOrigin()), tuple(image.GetSpacing()), directions)
-        return displacement_from_slicer_array(slicer.util.arrayFromGridTransform(node).copy(), geometry.ijk_to_ras())
-
-    def labelColorNode(self):
-        """The colour table naming the template's tissue labels (created once per scene)."""
-        node = slicer.mrmlScene.GetFirstNodeByName(COLOR_TABLE_NAME)
-        if node is not None:
-            return node
-        from DiffDefAtlasLib.template import LABEL_COLORS, LABEL_NAMES
-
-        rows = scene.label_colors(LABEL_NAMES, LABEL_COLORS)
-        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_TABLE_NAME)
-        node.SetTypeToUser()
-        node.SetNumberOfColors(max(row[0] for row in rows) + 1)
-        node.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
-        for value, name, rgb in rows:
-            node.SetColor(value, name, *rgb, 1.0)
-        return node
-
-    @staticmethod
-    def segmentationFromLabels(labelNode, name: str, *, node=None):
-        """Segments (named and coloured by the label map's colour table) from a label map."""
-        if node is None:
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-        node.SetName(name)
-        node.CreateDefaultDisplayNodes()
-        node.GetSegmentation().RemoveAllSegments()
-        node.SetReferenceImageGeometryParameterFromVolumeNode(labelNode)
-        slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, node)
-        node.GetDisplayNode().SetVisibility2DFill(False)
-        return node
-
-    def foldingSegmentation(self, folding, name: str, *, node=None, reference=None):
-        """A segmentation with one segment, "folding", where det J <= 0 (empty when the map is diffeomorphic).
-
-        ``reference`` is a volume node on the folding map's grid (the Jacobian); without one a temporary node is used.
-        """
-        if node is None:
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-        node.SetName(name)
-        node.CreateDefaultDisplayNodes()
-        segmentation = node.GetSegmentation()
-        segmentId = segmentation.GetSegmentIdBySegmentName("folding")
-        if not segmentId:
-            segmentId = segmentation.AddEmptySegment("folding", "folding", [1.0, 0.85, 0.0])
-        array, ijkToRAS = scene.volume_to_slicer_array(folding)
-        temporary = reference is None or not self._sameGeometry(reference, array.shape, ijkToRAS)
-        if temporary:
-            reference = self.volumeNode(folding, "DiffDefAtlas folding reference", className="vtkMRMLLabelMapVolumeNode")
-        try:
-            node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
-            slicer.util.updateSegmentBinaryLabelmapFromArray((array > 0).astype("uint8"), node, segmentId, reference)
-        finally:
-            if temporary:
-                self.removeNode(reference)
-        return node
-
-    @staticmethod
-    def _sameGeometry(volumeNode, shape, ijkToRAS) -> bool:
-        import numpy as np
-
-        matrix = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(matrix)
-        return (tuple(slicer.util.arrayFromVolume(volumeNode).shape) == tuple(shape)
-                and np.allclose(slicer.util.arrayFromVTKMatrix(matrix), ijkToRAS, atol=1e-6))
-
-    @staticmethod
-    def removeNode(node) -> None:
-        """Remove a node with its display and storage nodes (temporary nodes must leave nothing behind)."""
-        for index in reversed(range(node.GetNumberOfDisplayNodes())):
-            slicer.mrmlScene.RemoveNode(node.GetNthDisplayNode(index))
-        if node.GetStorageNode():
-            slicer.mrmlScene.RemoveNode(node.GetStorageNode())
-        slicer.mrmlScene.RemoveNode(node)
-
     # --- display
 
     def applyDisplaySettings(self, p=None) -> None:
-        """Apply the overlay settings of the parameter node (cheap; called on every GUI change)."""
-        p = p or self.getParameterNode()
-        display = p.deformation.GetDisplayNode() if p.deformation else None
-        if display:
-            visible = p.deformationDisplay in ("grid", "glyph")
-            display.SetVisibility(visible)
-            display.SetVisibility2D(visible)
-            display.SetVisibility3D(False)
-            if p.deformationDisplay == "glyph":
-                display.SetVisualizationMode(slicer.vtkMRMLTransformDisplayNode.VIS_MODE_GLYPH)
-                display.SetGlyphScalePercent(100.0 * p.deformationScale)
-                display.SetGlyphSpacingMm(p.gridSpacing)
-            elif p.deformationDisplay == "grid":
-                display.SetVisualizationMode(slicer.vtkMRMLTransformDisplayNode.VIS_MODE_GRID)
-                display.SetGridScalePercent(100.0 * p.deformationScale)
-                display.SetGridSpacingMm(p.gridSpacing)
-        if p.jacobianVolume:
-            window = scene.jacobian_window_level(half_width=p.jacobianHalfWidth)
-            self._colourVolume(p.jacobianVolume, scene.JACOBIAN_COLOR_NODE_ID, window, "det J", p.foreground == "jacobian")
-        if p.magnitudeVolume:
-            window = scene.magnitude_window_level(slicer.util.arrayFromVolume(p.magnitudeVolume))
-            self._colourVolume(p.magnitudeVolume, scene.MAGNITUDE_COLOR_NODE_ID, window, "|u| (mm)", p.foreground == "magnitude")
-        if p.foldingSegmentation and p.foldingSegmentation.GetDisplayNode():
-            p.foldingSegmentation.GetDisplayNode().SetVisibility(p.showFolding)
-        slicer.util.setSliceViewerLayers(foregroundOpacity=p.foregroundOpacity)
-
-    @staticmethod
-    def _colourVolume(node, colorNodeID: str, window, title: str, legendVisible: bool) -> None:
-        display = node.GetDisplayNode()
-        if display is None:
-            return
-        display.SetAndObserveColorNodeID(colorNodeID)
-        display.SetAutoWindowLevel(False)
-        display.SetWindowLevel(window.window, window.level)
-        colors = slicer.modules.colors.logic()
-        legend = colors.GetColorLegendDisplayNode(node) or colors.AddDefaultColorLegendDisplayNode(node)
-        legend.SetTitleText(title)
-        legend.SetVisibility(legendVisible)
+        """Apply the overlay settings of the parameter node (grid/glyphs, colours, legends, folding visibility)."""
+        OverlayDisplay.applyDisplaySettings(p or self.getParameterNode())
 
     def showAtlasLayers(self, p=None) -> None:
         """Atlas in the background, the chosen overlay (Jacobian or displacement magnitude) in the foreground."""
-        p = p or self.getParameterNode()
-        foreground = {"jacobian": p.jacobianVolume, "magnitude": p.magnitudeVolume}.get(p.foreground)
-        background = p.atlasVolume if p.atlasVolume else "keep-current"
-        slicer.util.setSliceViewerLayers(background=background, foreground=foreground,
-                                         foregroundOpacity=p.foregroundOpacity, fit=False)
-        self.applyDisplaySettings(p)
-
-    @staticmethod
-    def overlaySummary(summary: dict) -> str:
-        """One line on folding and det J range from the library's summary, for the Overlays section."""
-        parts = []
-        for key, label in (("folding_ratio", "folding"), ("nonpositive", "det J <= 0"), ("jacobian_min", "det J min"),
-                           ("jacobian_max", "det J max")):
-            value = summary.get(key)
-            if isinstance(value, (int, float)):
-                parts.append(f"{label}: {value:.4g}")
-            elif isinstance(value, dict):
-                parts.extend(f"{label} {k}: {v:.4g}" for k, v in value.items() if isinstance(v, (int, float)))
-        return ", ".join(parts)
+        OverlayDisplay.showAtlasLayers(p or self.getParameterNode())
 
     # --- registration
 
-    def registerVolume(self, movingNode, atlasNode=None, *, refine: int = 0, affine: bool = True, device: str = "auto",
-                       atlasLabelsNode=None) -> RegistrationNodes:
-        """Register a scan to the atlas (affine + learned deformable, optional refinement) in this process.
-
-        ``atlasNode`` defaults to the current atlas; its label map (the current atlas's, or ``atlasLabelsNode``) is
-        propagated onto the scan. Blocks until done; the GUI runs refinement in a background process instead.
-        """
-        self.ensureDependencies()
-        from DiffDefAtlasLib import api
-
+    def _atlasAndLabels(self, atlasNode, atlasLabelsNode):
+        """The atlas to register to (default: the current one) and its label map (the current atlas's labels)."""
         p = self.getParameterNode()
         atlasNode = atlasNode or p.atlasVolume
         if atlasNode is None:
             raise ValueError("no atlas: generate one first, or pass atlasNode")
         if atlasLabelsNode is None and p.atlasVolume and atlasNode.GetID() == p.atlasVolume.GetID():
             atlasLabelsNode = p.atlasLabels
-        labels = self.volumeFromNode(atlasLabelsNode) if atlasLabelsNode else None
-        result = self._call(
-            api.register_to_atlas, self.volumeFromNode(movingNode), self.volumeFromNode(atlasNode),
-            atlas_labels=labels, refine=int(refine), affine=bool(affine), device=scene.device_choice(device),
-        )
+        return atlasNode, atlasLabelsNode
+
+    def registerVolume(self, movingNode, atlasNode=None, *, refine: int = 0, affine: bool = True, device: str = "auto",
+                       atlasLabelsNode=None) -> RegistrationNodes:
+        """Register a scan to the atlas (affine + learned deformable, optional refinement) in this process.
+
+        ``atlasNode`` defaults to the current atlas; its label map (the current atlas's, or ``atlasLabelsNode``) is
+        propagated onto the scan. Blocks until done; :meth:`startRegistrationJob` runs in a background process.
+        """
+        self.ensureDependencies()
+        from DiffDefAtlasLib import api
+
+        if movingNode is None:
+            raise ValueError("no scan to register: load one and select it")
+        atlasNode, atlasLabelsNode = self._atlasAndLabels(atlasNode, atlasLabelsNode)
+        labels = MRMLConversion.volumeFromNode(atlasLabelsNode) if atlasLabelsNode else None
+        result = self._call(api.register_to_atlas, MRMLConversion.volumeFromNode(movingNode),
+                            MRMLConversion.volumeFromNode(atlasNode), atlas_labels=labels, refine=int(refine),
+                            affine=bool(affine), device=scene.device_choice(device))
         return self.showRegistrationResult(result, movingNode, atlasNode)
 
     def showRegistrationResult(self, result, movingNode, atlasNode) -> RegistrationNodes:
         """Show the scan in atlas space over the atlas, the transform, its Jacobian and the labels on the scan."""
-        name = movingNode.GetName()
-        warped = self.volumeNode(result.warped, f"{name} in atlas space", node=self._existing(f"{name} in atlas space"))
-        transform = self.gridTransformNode(result.displacement, result.grid, f"{name} atlas-to-scan transform",
-                                           node=self._existing(f"{name} atlas-to-scan transform", "vtkMRMLGridTransformNode"))
-        jacobian = self.volumeNode(result.jacobian, f"{name} registration Jacobian",
-                                   node=self._existing(f"{name} registration Jacobian"))
-        window = scene.jacobian_window_level(slicer.util.arrayFromVolume(jacobian))
-        self._colourVolume(jacobian, scene.JACOBIAN_COLOR_NODE_ID, window, "det J", False)
-        labels = segmentation = None
-        if getattr(result, "labels_on_moving", None) is not None:
-            labels = self.volumeNode(result.labels_on_moving, f"{name} atlas labels", className="vtkMRMLLabelMapVolumeNode",
-                                     node=self._existing(f"{name} atlas labels", "vtkMRMLLabelMapVolumeNode"))
-            labels.GetDisplayNode().SetAndObserveColorNodeID(self.labelColorNode().GetID())
-            segmentation = self.segmentationFromLabels(labels, f"{name} atlas segmentation",
-                                                       node=self._existing(f"{name} atlas segmentation", "vtkMRMLSegmentationNode"))
+        plan = layers.registration_layers(result, movingNode.GetName())
+        existing = MRMLConversion.existingNode
+        warped = MRMLConversion.volumeNode(plan.warped, existing(plan.warped.name))
+        transform = MRMLConversion.gridTransformNode(plan.displacement, plan.grid, plan.names["transform"],
+                                                     existing(plan.names["transform"], "vtkMRMLGridTransformNode"))
         transform.GetDisplayNode().SetVisibility(False)
+        jacobian = MRMLConversion.volumeNode(plan.jacobian, existing(plan.jacobian.name))
+        OverlayDisplay.colourVolume(jacobian, scene.JACOBIAN_COLOR_NODE_ID, plan.jacobian_window, "det J", False)
+        labels = segmentation = None
+        if plan.labels is not None:
+            labels = MRMLConversion.volumeNode(plan.labels, existing(plan.labels.name, layers.LABEL_VOLUME))
+            labels.GetDisplayNode().SetAndObserveColorNodeID(SegmentationBuilder.labelColorNode().GetID())
+            segmentation = SegmentationBuilder.segmentationFromLabels(
+                labels, plan.names["segmentation"], existing(plan.names["segmentation"], "vtkMRMLSegmentationNode"))
         slicer.util.setSliceViewerLayers(background=atlasNode, foreground=warped, foregroundOpacity=0.5)
         return RegistrationNodes(warped, transform, jacobian, labels, segmentation, result)
 
-    @staticmethod
-    def _existing(name: str, className: str = "vtkMRMLScalarVolumeNode"):
-        """The node of that name and class made by an earlier run (so repeated runs update rather than pile up)."""
-        for node in slicer.util.getNodesByClass(className):
-            if node.GetName() == name and node.GetClassName() == className:
-                return node
-        return None
-
-    def _jobFolder(self, kind: str) -> Path:
-        return Path(tempfile.mkdtemp(prefix=f"DiffDefAtlas-{kind}-"))
-
-    def _startJob(self, arguments: list, work: Path, expected: list, onProgress, finish, onDone):
-        """Run ``PythonSlicer -m DiffDefAtlasLib.cli.main ...``; ``finish(job)`` loads results only on success."""
-        runner = process.SubprocessRunner()
-        timer = qt.QTimer()
-        timer.setInterval(200)
-
-        def done(job):
-            timer.stop()
-            nodes, error = None, job.error
-            try:
-                if job.state is process.JobState.SUCCEEDED:
-                    nodes = finish(job)
-            except Exception as exception:  # loading failed: report it like a failed job
-                logging.exception("DiffDefAtlas: loading the results failed")
-                job.state, error = process.JobState.FAILED, f"loading the results failed: {exception}"
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            if onDone:
-                onDone(job, nodes, error)
-
-        environment = process.library_environment(slicer.util.startupEnvironment(), LIBRARY_PARENT)
-        job = process.BackgroundJob(runner, process.python_executable(), arguments, environment=environment,
-                                    expected_outputs=expected, on_progress=onProgress, on_log=logging.info, on_done=done)
-        timer.timeout.connect(runner.poll)
-        job.timer = timer  # keep the timer alive as long as the job
-        job.start()
-        if not job.finished:
-            timer.start()
-        return job
-
     def startRegistrationJob(self, movingNode, atlasNode=None, *, refine: int = 50, affine: bool = True,
-                             device: str = "auto", onProgress=None, onDone=None):
+                             device: str = "auto", onProgress=None, onDone=None, atlasLabelsNode=None):
         """Register in a background process (``diffdef-atlas register``); the scene changes only on success.
 
         ``onProgress(fraction, message)`` follows the job; ``onDone(job, nodes, error)`` is called once, with
-        ``nodes`` a :class:`RegistrationNodes` on success and ``None`` when cancelled or failed.
+        ``nodes`` a :class:`RegistrationNodes` on success and ``None`` when cancelled or failed. ``job.cancel()``
+        stops it.
         """
-        from DiffDefAtlasLib.imageio import write_image
-
-        p = self.getParameterNode()
-        atlasNode = atlasNode or p.atlasVolume
-        if atlasNode is None:
-            raise ValueError("no atlas: generate one first, or pass atlasNode")
-        work = self._jobFolder("register")
-        moving, fixed, out = work / "moving.nii.gz", work / "atlas.nii.gz", work / "out"
-        fixedLabels = None
-        try:
-            write_image(self.volumeFromNode(movingNode), moving)
-            write_image(self.volumeFromNode(atlasNode), fixed)
-            if p.atlasLabels and p.atlasVolume and atlasNode.GetID() == p.atlasVolume.GetID():
-                fixedLabels = work / "atlas_labels.nii.gz"
-                write_image(self.volumeFromNode(p.atlasLabels), fixedLabels)
-        except Exception:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        arguments = process.register_arguments(moving, fixed, out, fixed_labels=fixedLabels, refine=refine, affine=affine,
-                                               device=scene.device_choice(device))
-
-        def finish(job):
-            from types import SimpleNamespace
-
-            import numpy as np
-
-            from DiffDefAtlasLib.imageio import read_image
-            from DiffDefAtlasLib.spatial.convert import load_displacement
-
-            u, grid = load_displacement(out / "displacement.nii.gz")
-            labelsPath = out / "labels.nii.gz"
-            summaryPath = out / "summary.json"
-            result = SimpleNamespace(
-                warped=read_image(out / "warped.nii.gz"), displacement=u, grid=grid,
-                jacobian=read_image(out / "jacobian.nii.gz"),
-                labels_on_moving=read_image(labelsPath, dtype=np.uint8) if labelsPath.is_file() else None,
-                summary=json.loads(summaryPath.read_text()) if summaryPath.is_file() else {},
-            )
-            return self.showRegistrationResult(result, movingNode, atlasNode)
-
-        return self._startJob(arguments, work, [out / name for name in process.REGISTER_OUTPUTS], onProgress, finish, onDone)
+        if movingNode is None:
+            raise ValueError("no scan to register: load one and select it")
+        atlasNode, atlasLabelsNode = self._atlasAndLabels(atlasNode, atlasLabelsNode)
+        return self.jobs.startRegistration(
+            movingNode, atlasNode, atlasLabelsNode, lambda result: self.showRegistrationResult(result, movingNode, atlasNode),
+            refine=refine, affine=affine, device=device, onProgress=onProgress, onDone=onDone)
 
     def startSweepJob(self, model: str, vary: tuple, conditions: dict, *, seed: int = 0, steps=None, device: str = "auto",
                       allowExtrapolation: bool = False, onProgress=None, onDone=None):
         """Generate one atlas per value of ``vary = (name, start, stop, step)`` in a background process and load them
-        as a sequence (play it with the Sequences toolbar)."""
-        work = self._jobFolder("sweep")
-        out = work / "out"
-        arguments = process.sweep_arguments(model, vary, conditions, out, seed=seed, steps=steps,
-                                            device=scene.device_choice(device), allow_extrapolation=allowExtrapolation)
-
-        def finish(job):
-            from DiffDefAtlasLib.imageio import read_image
-
-            files = process.sweep_atlas_files(out)
-            if not files:
-                raise RuntimeError(f"the sweep wrote no atlas files into {out}")
-            values = process.sweep_values(*vary[1:])
-            labels = [scene.format_number(v) for v in values] if len(values) == len(files) else [str(i) for i in range(len(files))]
-            sequence = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", f"{model} sweep over {vary[0]}")
-            sequence.SetIndexName(vary[0])
-            for label, path in zip(labels, files):
-                item = self.volumeNode(read_image(path), f"{vary[0]} {label}")
-                sequence.SetDataNodeAtValue(item, label)
-                self.removeNode(item)
-            browser = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{model} sweep browser")
-            browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
-            slicer.util.setSliceViewerLayers(background=browser.GetProxyNode(sequence), fit=True)
-            return sequence
-
-        return self._startJob(arguments, work, [], onProgress, finish, onDone)
+        as a sequence (play it with the Sequences toolbar). Callbacks as in :meth:`startRegistrationJob`."""
+        return self.jobs.startSweep(model, vary, conditions, seed=seed, steps=steps, device=device,
+                                    allowExtrapolation=allowExtrapolation, onProgress=onProgress, onDone=onDone)
 
     # --- export
 
@@ -1069,16 +578,12 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
         p = self.getParameterNode()
         if not p.atlasVolume:
             raise ValueError("no atlas to export: generate one first")
-        record = json.loads(p.atlasVolume.GetAttribute(ATTRIBUTE_PREFIX + "generation") or "{}")
-        stem = scene.export_stem(record.get("model", p.model), record.get("conditions", {}), record.get("seed", 0))
+        record = layers.read_generation_record(p.atlasVolume.GetAttribute(layers.GENERATION_ATTRIBUTE))
         displacement, grid = self.displacementFromTransformNode(p.deformation) if p.deformation else (None, None)
         return scene.export_atlas(
-            folder, stem, atlas=self.volumeFromNode(p.atlasVolume),
-            labels=self.volumeFromNode(p.atlasLabels) if p.atlasLabels else None,
-            displacement=displacement, grid=grid,
-            jacobian=self.volumeFromNode(p.jacobianVolume) if p.jacobianVolume else None,
-            summary=record,
-        )
+            folder, layers.export_stem_for_record(record, p.model), atlas=self.volumeFromNode(p.atlasVolume),
+            labels=self.volumeFromNode(p.atlasLabels) if p.atlasLabels else None, displacement=displacement, grid=grid,
+            jacobian=self.volumeFromNode(p.jacobianVolume) if p.jacobianVolume else None, summary=record)
 
 
 #
@@ -1102,9 +607,9 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
         self.test_register_sample_volume()
         self.test_cancelled_job_leaves_scene_unchanged()
 
-    def _generate(self):
+    def _generate(self, conditions=None):
         logic = DiffDefAtlasLogic()
-        return logic, logic.generateAtlas(model="brain3d", conditions={"age": 72, "sex": "F"}, device="cpu")
+        return logic, logic.generateAtlas(model="brain3d", conditions=conditions or {"age": 72, "sex": "F"}, device="cpu")
 
     def test_generate_nodes_match_library(self):
         import numpy as np
@@ -1114,17 +619,21 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Generating an atlas")
         logic, nodes = self._generate()
         result = nodes.result
-        for node in (nodes.atlas, nodes.labels, nodes.segmentation, nodes.transform, nodes.jacobian, nodes.magnitude,
-                     nodes.folding):
-            self.assertIsNotNone(node)
+        names = layers.atlas_node_names("brain3d", {"age": 72, "sex": "F"}, 0)
+        expectedNames = {"atlas": "atlas", "labels": "labels", "segmentation": "segmentation", "transform": "deformation",
+                         "jacobian": "jacobian", "magnitude": "magnitude", "folding": "folding"}
+        for field, key in expectedNames.items():
+            node = getattr(nodes, field)
             self.assertIsNotNone(slicer.mrmlScene.GetNodeByID(node.GetID()))
-        # geometry and voxels against the library's output
+            self.assertEqual(node.GetName(), names[key])
+        # voxels and geometry against the library's output
         for node, volume in ((nodes.atlas, result.atlas), (nodes.labels, result.labels), (nodes.jacobian, result.jacobian)):
             array, ijkToRAS = scene.volume_to_slicer_array(volume)
             np.testing.assert_allclose(slicer.util.arrayFromVolume(node), array, rtol=1e-6, atol=1e-6)
             matrix = vtk.vtkMatrix4x4()
             node.GetIJKToRASMatrix(matrix)
             np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(matrix), ijkToRAS, atol=1e-6)
+        self.assertEqual(nodes.labels.GetClassName(), "vtkMRMLLabelMapVolumeNode")
         expected = displacement_to_slicer_array(result.displacement, result.grid)[0]
         np.testing.assert_allclose(slicer.util.arrayFromGridTransform(nodes.transform), expected, atol=1e-5)
         # the transform maps a grid point x to x + u(x) (FromParent = resampling transform)
@@ -1135,14 +644,15 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
         u, grid = logic.displacementFromTransformNode(nodes.transform)
         np.testing.assert_allclose(u, result.displacement, atol=1e-5)
         np.testing.assert_allclose(grid.affine, result.grid.affine, atol=1e-6)
-        # overlays
+        # overlays: Jacobian foreground centred on 1 with a legend, grid visualisation, folding segment, magnitude
         display = nodes.jacobian.GetDisplayNode()
         self.assertEqual(display.GetColorNodeID(), scene.JACOBIAN_COLOR_NODE_ID)
         self.assertAlmostEqual(display.GetLevel(), 1.0)
-        self.assertEqual(nodes.transform.GetDisplayNode().GetVisualizationMode(),
-                         slicer.vtkMRMLTransformDisplayNode.VIS_MODE_GRID)
-        self.assertTrue(nodes.transform.GetDisplayNode().GetVisibility2D())
-        self.assertTrue(nodes.folding.GetSegmentation().GetSegmentIdBySegmentName("folding"))
+        self.assertIsNotNone(slicer.modules.colors.logic().GetColorLegendDisplayNode(nodes.jacobian))
+        transformDisplay = nodes.transform.GetDisplayNode()
+        self.assertEqual(transformDisplay.GetVisualizationMode(), slicer.vtkMRMLTransformDisplayNode.VIS_MODE_GRID)
+        self.assertTrue(transformDisplay.GetVisibility2D())
+        self.assertTrue(nodes.folding.GetSegmentation().GetSegmentIdBySegmentName(layers.FOLDING_SEGMENT_NAME))
         np.testing.assert_allclose(slicer.util.arrayFromVolume(nodes.magnitude).transpose(2, 1, 0),
                                    scene.displacement_magnitude(result.displacement), atol=1e-4)
         for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
@@ -1151,6 +661,7 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
         # regenerating updates the same nodes
         again = logic.generateAtlas(model="brain3d", conditions={"age": 80, "sex": "F"}, device="cpu")
         self.assertEqual(again.atlas.GetID(), nodes.atlas.GetID())
+        self.assertEqual(again.atlas.GetName(), layers.atlas_node_names("brain3d", {"age": 80, "sex": "F"}, 0)["atlas"])
         # export writes every file
         folder = Path(tempfile.mkdtemp(prefix="DiffDefAtlasTest-"))
         try:
@@ -1169,11 +680,13 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Registering MRHead to the atlas")
         moving = SampleData.downloadSample("MRHead")
         registered = logic.registerVolume(moving, nodes.atlas, device="cpu")
-        self.assertEqual(slicer.util.arrayFromVolume(registered.warped).shape,
-                         slicer.util.arrayFromVolume(nodes.atlas).shape)
+        names = layers.registration_node_names(moving.GetName())
+        self.assertEqual(registered.warped.GetName(), names["warped"])
+        self.assertEqual(slicer.util.arrayFromVolume(registered.warped).shape, slicer.util.arrayFromVolume(nodes.atlas).shape)
         self.assertIsNotNone(registered.labels)
         self.assertEqual(slicer.util.arrayFromVolume(registered.labels).shape, slicer.util.arrayFromVolume(moving).shape)
         self.assertGreater(int(np.count_nonzero(slicer.util.arrayFromVolume(registered.labels))), 0)
+        self.assertEqual(registered.jacobian.GetDisplayNode().GetColorNodeID(), scene.JACOBIAN_COLOR_NODE_ID)
         self.delayDisplay("Registration done")
 
     def test_cancelled_job_leaves_scene_unchanged(self):

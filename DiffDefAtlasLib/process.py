@@ -11,7 +11,9 @@ Three pieces, each testable without Slicer:
 - :func:`register_arguments` / :func:`sweep_arguments` / :func:`library_environment`: the command, as an argument list
   (never a shell string);
 - :class:`BackgroundJob`: the state machine (running, succeeded, failed, cancelled) over any :class:`ProcessRunner`.
-  :class:`SubprocessRunner` is the real runner (plain ``subprocess``); tests pass a fake one.
+  :class:`SubprocessRunner` is the real runner (plain ``subprocess``); tests pass a fake one;
+- :func:`read_register_outputs` / :func:`sweep_labels` / :func:`sweep_progress_parser`: reading what a finished job
+  wrote, and following a sweep (which prints one line per atlas rather than ``PROGRESS`` lines).
 
 Example:
     >>> format_progress(0.42, "refining")
@@ -32,7 +34,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
@@ -188,6 +190,80 @@ def sweep_values(start: float, stop: float, step: float) -> list[float]:
     return [round(float(start) + i * float(step), 10) for i in range(max(0, count))]
 
 
+def sweep_labels(values: Sequence[float], count: int) -> list[str]:
+    """Index labels of the ``count`` atlases a sweep wrote: the condition values when there is one per atlas, else
+    ``0, 1, 2...`` (a sequence node needs one distinct label per item).
+
+    Example:
+        >>> sweep_labels([45.0, 50.0, 52.5], 3)
+        ['45', '50', '52.5']
+    """
+    if len(values) == count:
+        labels = [_number(float(v)) for v in values]
+        if len(set(labels)) == count:
+            return labels
+    return [str(i) for i in range(count)]
+
+
+def sweep_progress_parser(name: str, total: int) -> Callable[[str], Progress | None]:
+    """For :class:`BackgroundJob` ``progress_from_line``: ``diffdef-atlas sweep`` prints ``  age=45: ...`` after each
+    atlas, so the n-th such line means ``n / total`` done.
+
+    Example:
+        >>> parse = sweep_progress_parser("age", 4)
+        >>> parse("  age=45: csf 150.2"), parse("loading the model")
+        (Progress(fraction=0.25, message='age=45'), None)
+    """
+    pattern = re.compile(rf"^\s*({re.escape(name)}=[^:\s]+):")
+    done = 0
+
+    def parse(line: str) -> Progress | None:
+        nonlocal done
+        match = pattern.match(line)
+        if match is None:
+            return None
+        done += 1
+        return Progress(min(1.0, done / max(1, int(total))), match.group(1))
+
+    return parse
+
+
+@dataclass
+class RegisterOutputs:
+    """What ``diffdef-atlas register --out DIR`` wrote, read back with the fields of a ``RegistrationResult`` that the
+    Slicer module shows."""
+
+    warped: object
+    displacement: object
+    grid: object
+    jacobian: object
+    labels_on_moving: object = None
+    summary: dict = field(default_factory=dict)
+
+
+def read_register_outputs(out_dir: str | Path) -> RegisterOutputs:
+    """Read the files of a finished ``register`` job (:data:`REGISTER_OUTPUTS`, plus ``labels.nii.gz`` and
+    ``summary.json`` when present). The displacement comes from the NIfTI (intent 1006, RAS mm) file."""
+    import json
+
+    import numpy as np
+
+    from .imageio import read_image
+    from .spatial.convert import load_displacement
+
+    out = Path(out_dir)
+    u, grid = load_displacement(out / "displacement.nii.gz")
+    labels_path, summary_path = out / "labels.nii.gz", out / "summary.json"
+    return RegisterOutputs(
+        warped=read_image(out / "warped.nii.gz"),
+        displacement=u,
+        grid=grid,
+        jacobian=read_image(out / "jacobian.nii.gz"),
+        labels_on_moving=read_image(labels_path, dtype=np.uint8) if labels_path.is_file() else None,
+        summary=json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {},
+    )
+
+
 def sweep_atlas_files(folder: str | Path) -> list[Path]:
     """The atlas images a sweep wrote (``*atlas*.nii.gz`` anywhere under ``folder``), in natural order (5 before 10).
 
@@ -264,8 +340,9 @@ class JobState(enum.Enum):
 class BackgroundJob:
     """A child process whose result counts only if it exits with 0 and wrote every expected output.
 
-    ``on_progress(fraction, message)`` follows the ``PROGRESS`` lines, ``on_log(line)`` gets every other line and
-    ``on_done(job)`` is called once, when the job has succeeded, failed or been cancelled (check :attr:`state`).
+    ``on_progress(fraction, message)`` follows the ``PROGRESS`` lines (and, with ``progress_from_line``, any other line
+    that callable turns into a :class:`Progress`), ``on_log(line)`` gets every other line and ``on_done(job)`` is
+    called once, when the job has succeeded, failed or been cancelled (check :attr:`state`).
     A cancelled job never reports success, even if the process happened to finish writing.
 
     Example:
@@ -286,6 +363,7 @@ class BackgroundJob:
         on_log: Callable[[str], None] | None = None,
         on_done: Callable[["BackgroundJob"], None] | None = None,
         log_lines: int = 200,
+        progress_from_line: Callable[[str], Progress | None] | None = None,
     ) -> None:
         self.runner = runner
         self.program = str(program)
@@ -295,6 +373,7 @@ class BackgroundJob:
         self.on_progress = on_progress
         self.on_log = on_log
         self.on_done = on_done
+        self.progress_from_line = progress_from_line
         self.state = JobState.IDLE
         self.progress = Progress(0.0)
         self.exit_code: int | None = None
@@ -333,6 +412,12 @@ class BackgroundJob:
 
     def _handle_line(self, line: str) -> None:
         progress = parse_progress(line)
+        if progress is None and self.progress_from_line is not None:
+            progress = self.progress_from_line(line)
+            if progress is not None and line.strip():
+                self.log.append(line)  # a result line: keep it in the log too
+                if self.on_log:
+                    self.on_log(line)
         if progress is not None:
             self.progress = progress
             if self.on_progress and self.state is JobState.RUNNING:

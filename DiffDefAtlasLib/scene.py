@@ -1,7 +1,8 @@
 """What the 3D Slicer module shows, decided without Slicer: array order, geometry, sliders, colours, export names.
 
-The Slicer module (``DiffDefAtlas/DiffDefAtlas.py``) only moves arrays and matrices in and out of MRML nodes; every
-choice it makes is a function here, so it is tested by pytest without Slicer:
+The Slicer module (``DiffDefAtlas/``) only moves arrays and matrices in and out of MRML nodes; every choice it makes
+is a function here or in :mod:`DiffDefAtlasLib.slicer_support` (node layers, grid-transform images, widget state,
+dependencies), so it is tested by pytest without Slicer:
 
 - :func:`volume_to_slicer_array` / :func:`volume_from_slicer_array`: a :class:`~DiffDefAtlasLib.imageio.Volume`
   (indexed ``[i, j, k]``) to and from the ``[k, j, i]`` array and IJK-to-RAS matrix of a Slicer volume node.

@@ -324,3 +324,72 @@ def test_sweep_atlas_files_are_in_natural_order(tmp_path):
     (tmp_path / "age_5" / "labels.nii.gz").write_bytes(b"")
     found = [p.parent.name for p in process.sweep_atlas_files(tmp_path)]
     assert found == ["age_5", "age_7.5", "age_10"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# reading what a finished job wrote, following a sweep
+
+
+def test_sweep_labels_name_each_atlas_once():
+    """Reference: the sweep's values; duplicates or a count mismatch fall back to indices (sequence items need
+    distinct labels)."""
+    assert process.sweep_labels(process.sweep_values(45, 55, 5), 3) == ["45", "50", "55"]
+    assert process.sweep_labels([0.1, 0.2], 2) == ["0.1", "0.2"]
+    assert process.sweep_labels([45.0, 50.0], 3) == ["0", "1", "2"]
+    assert process.sweep_labels([1.0, 1.0], 2) == ["0", "1"]
+
+
+def test_sweep_progress_follows_the_lines_the_sweep_command_prints(tmp_path):
+    """Reference: the line format of ``diffdef-atlas sweep`` (``  {name}={value:g}: volumes...`` after each atlas, as
+    DiffDefAtlasLib/generate/cli.py prints it), fed through a job in arbitrary chunks."""
+    values = process.sweep_values(45, 60, 5)
+    lines = ["loading model brain3d"] + [f"  age={v:g}: csf 150.1, gm 600.2" for v in values] + ["Wrote 4 atlases"]
+    runner = FakeRunner()
+    job, events = _job(runner, progress_from_line=process.sweep_progress_parser("age", len(values)))
+    job.start()
+    text = "\n".join(lines) + "\n"
+    runner.on_output(text[:30])
+    runner.on_output(text[30:])
+    runner.on_finished(0)
+    assert events["progress"] == [(0.25, "age=45"), (0.5, "age=50"), (0.75, "age=55"), (1.0, "age=60")]
+    assert events["log"][0] == "loading model brain3d" and len(events["log"]) == len(lines)  # result lines are logged too
+    assert events["done"] == [JobState.SUCCEEDED]
+    other = process.sweep_progress_parser("sex", 2)
+    assert other("  age=45: csf 1") is None and other("  sex=F: csf 1") == Progress(0.5, "sex=F")
+    assert other("PROGRESS 0.5") is None
+
+
+def test_read_register_outputs_reads_what_the_register_command_writes(tmp_path):
+    """Reference: the register command's own writer (``register.cli.write_outputs``) on a known RegistrationResult;
+    the field comes back through the NIfTI (intent 1006) file in RAS mm on its grid."""
+    from DiffDefAtlasLib.imageio import Volume
+    from DiffDefAtlasLib.register.cli import write_outputs
+    from DiffDefAtlasLib.register.engine import RegistrationResult
+    from DiffDefAtlasLib.spatial import Grid
+
+    rng = np.random.default_rng(11)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = (-6.0, -8.0, -4.0)
+    grid = Grid((6, 8, 5), affine)
+    result = RegistrationResult(
+        warped=Volume(rng.normal(size=grid.shape).astype(np.float32), affine),
+        displacement=rng.normal(size=(3, *grid.shape)).astype(np.float32), grid=grid,
+        jacobian=Volume(rng.normal(1.0, 0.1, size=grid.shape).astype(np.float32), affine),
+        labels_on_moving=Volume(rng.integers(0, 5, size=(7, 7, 7)).astype(np.uint8), np.eye(4)),
+        summary={"device": "cpu", "folding_ratio": 0.0},
+    )
+    out = tmp_path / "out"
+    write_outputs(result, out, {"moving": "m.nii.gz"})
+    assert all((out / name).is_file() for name in process.REGISTER_OUTPUTS)
+    back = process.read_register_outputs(out)
+    np.testing.assert_allclose(back.displacement, result.displacement, rtol=1e-6)
+    np.testing.assert_allclose(back.grid.affine, affine, atol=1e-5)
+    np.testing.assert_allclose(back.warped.array, result.warped.array, rtol=1e-6)
+    np.testing.assert_allclose(back.jacobian.array, result.jacobian.array, rtol=1e-6)
+    np.testing.assert_array_equal(back.labels_on_moving.array, result.labels_on_moving.array)
+    assert back.labels_on_moving.array.dtype == np.uint8
+    assert back.summary["folding_ratio"] == 0.0 and back.summary["device"] == "cpu"
+    (out / "labels.nii.gz").unlink()
+    (out / "summary.json").unlink()
+    bare = process.read_register_outputs(out)
+    assert bare.labels_on_moving is None and bare.summary == {}

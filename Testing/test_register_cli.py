@@ -133,9 +133,13 @@ def test_refuses_a_non_empty_folder_without_overwrite(run_3d, tmp_path, capsys):
 def test_two_dimensional_registration(tmp_path):
     """2D images go through the bundled 2D network; the 2D field has 2 components and the fixed geometry, and the
     warped scan overlaps the fixed shape better than the moving scan did (reference: label overlap of the inputs)."""
+    from scipy.ndimage import gaussian_filter
+
     affine = np.array([[1.0, 0, -31.5], [0, 1.0, -39.5], [0, 0, 1]])
-    fixed, fixed_labels = _ellipsoid((64, 80), affine, (24, 30))
-    moving, moving_labels = _ellipsoid((64, 80), affine, (20, 34), centre=(3.0, -4.0))
+    _, fixed_labels = _ellipsoid((64, 80), affine, (24, 30))
+    _, moving_labels = _ellipsoid((64, 80), affine, (20, 34), centre=(3.0, -4.0))
+    # piecewise-constant tissue (softened edges), as a scan has: mutual information has one sharp optimum on it
+    fixed, moving = (Volume(gaussian_filter(lab.array.astype(np.float32), 1.0), affine) for lab in (fixed_labels, moving_labels))
     write_image(fixed, tmp_path / "fixed.nii.gz")
     write_image(moving, tmp_path / "moving.nii.gz")
     out = tmp_path / "out"
@@ -149,7 +153,7 @@ def test_two_dimensional_registration(tmp_path):
         return 2 * (a & b).sum() / (a.sum() + b.sum())
 
     inside = fixed_labels.array > 0
-    assert dice(warped > 0.2, inside) > max(0.88, dice(moving.array > 0.2, inside) + 0.03)
+    assert dice(warped > 0.5, inside) > max(0.9, dice(moving.array > 0.5, inside) + 0.05)
 
 
 def test_missing_cuda_is_reported(tmp_path, capsys):

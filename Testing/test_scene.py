@@ -1,8 +1,10 @@
-"""Tests of DiffDefAtlasLib.scene: what the Slicer module shows, checked without Slicer.
+"""Tests of DiffDefAtlasLib.scene and DiffDefAtlasLib.slicer_support: what the Slicer module shows, without Slicer.
 
 Slicer volumes are ``vtkImageData`` with an IJK-to-RAS matrix, read as ``[k, j, i]`` numpy arrays; its grid transforms
-are ``vtkImageData`` of RAS vectors. The references are VTK itself (``vtkImageData`` indexing and geometry,
-``vtkMatrix4x4``, ``vtkGridTransform``), SimpleITK and nibabel reading the same NIfTI file, and closed-form values.
+are ``vtkImageData`` of RAS vectors plus a direction matrix. The references are VTK itself (``vtkImageData`` indexing
+and geometry, ``vtkMatrix4x4``, ``vtkGridTransform``), SimpleITK and nibabel reading the same NIfTI file, numpy, and
+closed-form values. The last section runs the library calls of the module's Logic (``generateAtlas``, overlays,
+export) on the bundled ``brain3d`` model, the way the Slicer self-test does inside Slicer.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import SimpleITK as sitk
 
 from DiffDefAtlasLib import scene
 from DiffDefAtlasLib.errors import DiffDefInputError
+from DiffDefAtlasLib.slicer_support import dependencies, gui_state, layers, vtk_grid
 from DiffDefAtlasLib.imageio import Volume
 from DiffDefAtlasLib.spatial import Grid
-from DiffDefAtlasLib.spatial.convert import displacement_to_slicer_array
 
 vtk_data = pytest.importorskip("vtkmodules.vtkCommonDataModel")
 vtk_math = pytest.importorskip("vtkmodules.vtkCommonMath")
@@ -158,37 +160,82 @@ def test_split_ijk_to_ras_recomposes_and_rejects_shear():
 # grid transforms
 
 
-def test_grid_transform_image_moves_points_like_vtk_grid_transform():
-    """Reference: vtkGridTransform (what vtkOrientedGridTransform reduces to for axis-aligned grids). A grid built from
-    ``displacement_to_slicer_array`` + ``split_ijk_to_ras`` maps x to x + u(x), on and between grid points, for an
-    affine field u(x) = A x + b (trilinear interpolation is exact for it)."""
-    shape = (9, 7, 6)
+def _affine_field(grid: Grid, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """u(x) = A x + b sampled on the grid points, shape (3, I, J, K)."""
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in grid.shape], indexing="ij"), axis=-1).astype(float)
+    world = grid.voxel_to_world_points(ijk)
+    return np.moveaxis(world @ a.T + b, -1, 0).astype(np.float32)
+
+
+_A = np.array([[0.02, -0.01, 0.03], [0.01, 0.04, 0.0], [-0.02, 0.0, 0.01]])
+_B = np.array([1.5, -2.0, 0.7])
+
+
+def test_grid_image_moves_points_like_vtk_grid_transform():
+    """Reference: vtkGridTransform (what vtkOrientedGridTransform reduces to for axis-aligned grids). The image built by
+    ``vtk_grid.displacement_grid_image`` maps x to x + u(x), on and between grid points, for an affine field
+    u(x) = A x + b (trilinear interpolation is exact for it)."""
     affine = np.diag([2.0, 3.0, 2.5, 1.0])
     affine[:3, 3] = (-8.0, 5.0, -6.0)
-    grid = Grid(shape, affine)
-    a = np.array([[0.02, -0.01, 0.03], [0.01, 0.04, 0.0], [-0.02, 0.0, 0.01]])
-    b = np.array([1.5, -2.0, 0.7])
-    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1).astype(float)
-    world = grid.voxel_to_world_points(ijk)
-    u = np.moveaxis(world @ a.T + b, -1, 0).astype(np.float32)  # (3, I, J, K)
-
-    array, ijk_to_ras = displacement_to_slicer_array(u, grid)
-    geometry = scene.split_ijk_to_ras(ijk_to_ras)
-    np.testing.assert_allclose(geometry.directions, np.eye(3))
-    image = vtk_data.vtkImageData()
-    image.SetOrigin(*geometry.origin)
-    image.SetSpacing(*geometry.spacing)
-    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.reshape(-1, 3).astype(np.float64), deep=True))
+    grid = Grid((9, 7, 6), affine)
+    u = _affine_field(grid, _A, _B)
+    image, direction = vtk_grid.displacement_grid_image(u, grid)
+    np.testing.assert_allclose(vtk_grid.matrix_from_vtk(direction), np.eye(4))
+    assert image.GetDimensions() == (9, 7, 6) and image.GetNumberOfScalarComponents() == 3
     transform = vtk_hybrid.vtkGridTransform()
     transform.SetDisplacementGridData(image)
     transform.SetInterpolationModeToLinear()
-
     for index in [(0, 0, 0), (8, 6, 5), (4, 3, 2)]:
-        x = world[index]
+        x = grid.voxel_to_world_points(np.array(index, dtype=float))
         np.testing.assert_allclose(transform.TransformPoint(*x), x + u[(slice(None), *index)], atol=1e-4)
     x = grid.voxel_to_world_points(np.array([3.5, 2.25, 1.75]))
-    np.testing.assert_allclose(transform.TransformPoint(*x), x + a @ x + b, atol=1e-4)
+    np.testing.assert_allclose(transform.TransformPoint(*x), x + _A @ x + _B, atol=1e-4)
+
+
+def test_grid_image_of_an_oblique_grid_moves_points_like_an_oriented_grid_transform():
+    """Reference: vtkGridTransform on the image, queried in the grid's own axes. Slicer's vtkOrientedGridTransform finds
+    the grid index of x through the direction matrix, y = origin + D^T (x - origin), and adds the RAS vector stored there;
+    so for the affine field, x + u(x) must come back, with u in RAS (not rotated)."""
+    grid = Grid((8, 9, 7), _oblique_affine(spacing=(2.0, 1.5, 2.5), origin=(-10.0, 4.0, 12.0)))
+    u = _affine_field(grid, _A, _B)
+    image, direction = vtk_grid.displacement_grid_image(u, grid)
+    d = vtk_grid.matrix_from_vtk(direction)[:3, :3]
+    origin = np.array(image.GetOrigin())
+    np.testing.assert_allclose(d.T @ d, np.eye(3), atol=1e-12)
+    for ijk in ([0, 0, 0], [7, 8, 6], [3, 1, 5]):  # origin + D (spacing * ijk) is the grid's affine
+        np.testing.assert_allclose(origin + d @ (np.array(image.GetSpacing()) * ijk), (grid.affine @ [*ijk, 1.0])[:3], atol=1e-9)
+    transform = vtk_hybrid.vtkGridTransform()
+    transform.SetDisplacementGridData(image)
+    transform.SetInterpolationModeToLinear()
+    for ijk in ([0.0, 0.0, 0.0], [2.5, 3.25, 1.5], [6.0, 7.5, 5.0]):
+        x = grid.voxel_to_world_points(np.array(ijk))
+        y = origin + d.T @ (x - origin)
+        moved = x + (np.array(transform.TransformPoint(*y)) - y)
+        np.testing.assert_allclose(moved, x + _A @ x + _B, atol=1e-4)
+
+
+def test_grid_image_round_trip_and_matrices():
+    """Reference: the original field and grid; vtkMatrix4x4.MultiplyPoint for the matrix helpers."""
+    grid = Grid((5, 6, 4), _oblique_affine(spacing=(1.0, 2.0, 3.0)))
+    u = np.random.default_rng(7).normal(size=(3, 5, 6, 4)).astype(np.float32)
+    image, direction = vtk_grid.displacement_grid_image(u, grid)
+    back, back_grid = vtk_grid.displacement_from_grid_image(image, direction)
+    np.testing.assert_allclose(back, u, atol=1e-6)
+    np.testing.assert_allclose(back_grid.affine, grid.affine, atol=1e-9)
+    assert back_grid.shape == grid.shape
+    _, identity_grid = vtk_grid.displacement_from_grid_image(image)  # no direction: axis-aligned
+    np.testing.assert_allclose(identity_grid.affine[:3, :3], np.diag(image.GetSpacing()))
+    matrix = vtk_grid.matrix_to_vtk(grid.affine)
+    np.testing.assert_allclose(matrix.MultiplyPoint([1.0, 2.0, 3.0, 1.0]), grid.affine @ [1.0, 2.0, 3.0, 1.0])
+    np.testing.assert_array_equal(vtk_grid.matrix_from_vtk(matrix), grid.affine)
+    with pytest.raises(DiffDefInputError):
+        vtk_grid.matrix_to_vtk(np.eye(3))
+    empty = vtk_data.vtkImageData()
+    empty.SetDimensions(2, 2, 2)
+    with pytest.raises(DiffDefInputError):
+        vtk_grid.displacement_from_grid_image(empty)
+    with pytest.raises(DiffDefInputError):
+        vtk_grid.displacement_grid_image(np.zeros((2, 4, 4), np.float32), Grid((4, 4), np.eye(3)))  # 2D
 
 
 def test_displacement_magnitude_matches_numpy_norm():
@@ -387,11 +434,13 @@ def test_missing_requirements_compares_lower_bounds():
 
 
 def test_scene_and_process_import_without_torch():
-    """Reference: a fresh interpreter's sys.modules. The Slicer module imports these two at file scope, before the user
-    has installed torch, so they must not pull in torch, MONAI, nibabel or SimpleITK."""
+    """Reference: a fresh interpreter's sys.modules. The Slicer module imports these at file scope, before the user
+    has installed torch, so they must not pull in torch, MONAI, nibabel, SimpleITK (or VTK, loaded only when used)."""
     code = (
-        "import sys, DiffDefAtlasLib.scene, DiffDefAtlasLib.process; "
-        "print(','.join(m for m in ('torch', 'monai', 'nibabel', 'SimpleITK') if m in sys.modules))"
+        "import sys, DiffDefAtlasLib.scene, DiffDefAtlasLib.process, DiffDefAtlasLib.slicer_support.layers, "
+        "DiffDefAtlasLib.slicer_support.gui_state, DiffDefAtlasLib.slicer_support.vtk_grid, "
+        "DiffDefAtlasLib.slicer_support.dependencies; "
+        "print(','.join(m for m in ('torch', 'monai', 'nibabel', 'SimpleITK', 'vtk', 'vtkmodules') if m in sys.modules))"
     )
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
@@ -443,3 +492,253 @@ def test_export_atlas_refuses_a_file_as_folder(tmp_path):
         scene.export_atlas(target, "x", atlas=atlas)
     with pytest.raises(ValueError, match="grid"):
         scene.export_atlas(tmp_path / "o", "x", atlas=atlas, displacement=np.zeros((3, 2, 2, 2)))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# slicer_support.layers: which nodes an atlas or a registration becomes
+
+
+def _synthetic_atlas_result(fold: bool = True):
+    """An AtlasResult on an oblique 3D grid with known arrays (and a folding map that is not det J <= 0, to see which
+    one is used)."""
+    from DiffDefAtlasLib.generate.atlas import AtlasResult
+
+    rng = np.random.default_rng(8)
+    grid = Grid((6, 5, 4), _oblique_affine(spacing=(1.0, 1.2, 1.5)))
+    jacobian = rng.normal(1.0, 0.6, size=grid.shape).astype(np.float32)
+    folding = np.zeros(grid.shape, np.uint8)
+    folding[1, 2, 3] = 1
+    return AtlasResult(
+        atlas=Volume(rng.normal(size=grid.shape).astype(np.float32), grid.affine),
+        labels=Volume(rng.integers(0, 5, size=grid.shape).astype(np.uint8), grid.affine),
+        displacement=rng.normal(size=(3, *grid.shape)).astype(np.float32),
+        grid=grid,
+        jacobian=Volume(jacobian, grid.affine),
+        folding=Volume(folding, grid.affine) if fold else None,
+        velocity=np.zeros((3, 2, 2, 2), np.float32),
+        velocity_grid=Grid((2, 2, 2), np.eye(4)),
+        summary={"device": "cpu", "folding_ratio_nonpositive": 0.01, "detj_min": -0.2, "detj_max": 2.5},
+    )
+
+
+def test_atlas_layers_place_every_array_on_its_grid():
+    """Reference: the result's own arrays read at [i, j, k] (the layer holds them at [k, j, i]), numpy's norm for the
+    magnitude, and the library's folding map (used as is, not recomputed)."""
+    result = _synthetic_atlas_result()
+    plan = layers.atlas_layers(result, model="brain3d", conditions={"sex": "F", "age": 72.0}, seed=3)
+    assert plan.names["atlas"] == "brain3d age-72 sex-F seed-3 atlas"
+    assert plan.atlas.name == plan.names["atlas"] and plan.folding.name == plan.names["folding"]
+    for layer, volume in ((plan.atlas, result.atlas), (plan.labels, result.labels), (plan.jacobian, result.jacobian),
+                          (plan.folding, result.folding)):
+        assert layer.shape == (4, 5, 6)
+        for i, j, k in [(0, 0, 0), (5, 4, 3), (2, 1, 3)]:
+            assert layer.array[k, j, i] == volume.array[i, j, k]
+        np.testing.assert_allclose(layer.ijk_to_ras, result.grid.affine)
+    assert plan.labels.class_name == layers.LABEL_VOLUME and plan.labels.array.dtype == np.uint8
+    assert plan.folding.class_name == layers.LABEL_VOLUME and int(plan.folding.array.sum()) == 1
+    assert plan.atlas.class_name == plan.jacobian.class_name == plan.magnitude.class_name == layers.SCALAR_VOLUME
+    np.testing.assert_allclose(plan.magnitude.array.transpose(2, 1, 0), np.linalg.norm(result.displacement, axis=0), rtol=1e-6)
+    assert plan.jacobian_window.level == 1.0
+    assert plan.jacobian_window == scene.jacobian_window_level(result.jacobian.array)
+    record = layers.read_generation_record(plan.record)
+    assert record == {"model": "brain3d", "conditions": {"age": 72.0, "sex": "F"}, "seed": 3, "summary": result.summary}
+    assert layers.export_stem_for_record(record) == "brain3d_age-72_sex-F_seed-3"
+    np.testing.assert_array_equal(plan.displacement, result.displacement)
+    # without a folding map, folding is det J <= 0
+    plain = layers.atlas_layers(_synthetic_atlas_result(fold=False), model="m", conditions={}, seed=0)
+    np.testing.assert_array_equal(plain.folding.array.transpose(2, 1, 0), (result.jacobian.array <= 0).astype(np.uint8))
+
+
+def test_layer_geometry_matching_and_label_checks():
+    """Reference: hand-made shapes and matrices. A segmentation can take a volume as reference geometry only when
+    shape and IJK-to-RAS are the same; a label map refuses values that are not integers 0..255."""
+    layer = layers.volume_layer(Volume(np.zeros((4, 5, 6), np.float32), _oblique_affine()), "x")
+    assert layer.matches((6, 5, 4), _oblique_affine())
+    assert not layer.matches((4, 5, 6), _oblique_affine())
+    shifted = _oblique_affine()
+    shifted[0, 3] += 0.5
+    assert not layer.matches((6, 5, 4), shifted)
+    assert layers.volume_layer(Volume(np.full((2, 2, 2), 3.0), np.eye(4)), "l", layers.LABEL_VOLUME).array.dtype == np.uint8
+    with pytest.raises(ValueError, match="label"):
+        layers.volume_layer(Volume(np.full((2, 2, 2), 2.5), np.eye(4)), "l", layers.LABEL_VOLUME)
+    with pytest.raises(ValueError, match="label"):
+        layers.volume_layer(Volume(np.full((2, 2, 2), 300), np.eye(4)), "l", layers.LABEL_VOLUME)
+
+
+def test_registration_layers_and_node_names():
+    """Reference: the RegistrationResult's arrays; the node names the README lists."""
+    from DiffDefAtlasLib.register.engine import RegistrationResult
+
+    atlas_grid = Grid((6, 5, 4), _oblique_affine())
+    scan_affine = np.diag([0.9, 0.9, 1.2, 1.0])
+    rng = np.random.default_rng(9)
+    result = RegistrationResult(
+        warped=Volume(rng.normal(size=atlas_grid.shape).astype(np.float32), atlas_grid.affine),
+        displacement=rng.normal(size=(3, *atlas_grid.shape)).astype(np.float32), grid=atlas_grid,
+        jacobian=Volume(rng.normal(1.0, 0.2, size=atlas_grid.shape).astype(np.float32), atlas_grid.affine),
+        labels_on_moving=Volume(rng.integers(0, 5, size=(7, 8, 3)).astype(np.uint8), scan_affine), summary={},
+    )
+    plan = layers.registration_layers(result, "MRHead")
+    assert plan.names == {"warped": "MRHead in atlas space", "transform": "MRHead atlas-to-scan transform",
+                          "jacobian": "MRHead registration Jacobian", "labels": "MRHead atlas labels",
+                          "segmentation": "MRHead atlas segmentation"}
+    assert plan.warped.shape == (4, 5, 6) and plan.labels.shape == (3, 8, 7)  # labels on the scan's grid
+    np.testing.assert_allclose(plan.labels.ijk_to_ras, scan_affine)
+    assert plan.labels.class_name == layers.LABEL_VOLUME
+    result.labels_on_moving = None
+    assert layers.registration_layers(result, "MRHead").labels is None
+    assert layers.registration_node_names("scan 1")["warped"] == "scan 1 in atlas space"
+    assert layers.atlas_node_names("brain3d", {}, 0)["magnitude"] == "brain3d seed-0 displacement (mm)"
+
+
+def test_generation_record_survives_bad_text():
+    assert layers.read_generation_record(None) == {} and layers.read_generation_record("{not json") == {}
+    assert layers.read_generation_record("[1]") == {}
+    assert layers.export_stem_for_record({}, "brain3d") == "brain3d_seed-0"
+    assert layers.export_stem_for_record({"model": "m", "conditions": "bad", "seed": "x"}) == "m_seed-0"
+    text = layers.generation_record("m", {"age": 70}, 2, {"timings": {"total_s": 1.0}, "path": Path("a")})
+    assert json.loads(text)["summary"]["path"] == "a"  # non-JSON values become text
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# slicer_support.gui_state: widget state without Qt
+
+
+def test_slicer_models_keep_3d_cards_in_order():
+    cards = [SimpleNamespace(name="a", spatial_dims=2), SimpleNamespace(name="b", spatial_dims=3),
+             SimpleNamespace(name="c", spatial_dims=3)]
+    assert [c.name for c in gui_state.slicer_models(cards)] == ["b", "c"]
+
+
+def test_initial_condition_state_restores_stored_values():
+    """Reference: the card defaults and the slider limits (values outside are clamped, unknown names dropped)."""
+    controls = scene.condition_controls(_card())
+    values, used = gui_state.initial_condition_state(controls, {})
+    assert values == {"age": 65.0, "sex": "M", "ventricle_volume_ml": 32.5} and used == {"age", "sex", "ventricle_volume_ml"}
+    values, used = gui_state.initial_condition_state(controls, {"age": 99, "sex": "F", "unknown": 1})
+    assert values["age"] == 85.0 and values["sex"] == "F" and used == {"age", "sex"}
+    values, _ = gui_state.initial_condition_state(controls, {"sex": "X"})
+    assert values["sex"] == "M"  # an unknown choice falls back to the default
+
+
+def test_sweep_range_spans_the_trained_range():
+    """Reference: the card's trained range 45..85 in 8 steps of 5, within the slider's limits."""
+    age, sex, _ = scene.condition_controls(_card(), allow_extrapolation=True)
+    sweep = gui_state.sweep_range(age)
+    assert (sweep.start, sweep.stop, sweep.step) == (45.0, 85.0, 5.0)
+    assert (sweep.minimum, sweep.maximum, sweep.step_minimum, sweep.decimals) == (35.0, 95.0, 0.5, 1)
+    assert gui_state.sweep_range(age, steps=1000).step == 0.5  # never finer than the slider step
+    with pytest.raises(ValueError, match="categorical"):
+        gui_state.sweep_range(sex)
+
+
+def test_status_and_overlay_texts():
+    assert gui_state.status_text("Atlas ready", {"device": "cuda:0"}, 0.04) == "Atlas ready on cuda:0 (0.0 s)"
+    assert gui_state.status_text("Done", {}, None, ["fell back to the CPU"]) == "Done\nfell back to the CPU"
+    text = gui_state.overlay_summary({"folding_ratio": 0.001234, "detj_min": 0.5, "detj_max": 1.5, "device": "cpu"})
+    assert text == "folding (det J <= 0): 0.001234, det J min: 0.5, det J max: 1.5"
+    assert gui_state.overlay_summary({}) == "" and gui_state.overlay_summary(None) == ""
+
+
+def test_auto_jacobian_half_width_is_the_percentile_within_the_slider_range():
+    """Reference: numpy percentile of |det J - 1| (99th), clipped to the parameter node's range 0.05..2."""
+    det = 1.0 + np.random.default_rng(10).normal(0.0, 0.1, 5000)
+    assert gui_state.auto_jacobian_half_width(det) == pytest.approx(np.percentile(np.abs(det - 1.0), 99.0))
+    assert gui_state.auto_jacobian_half_width(np.ones(10)) == pytest.approx(0.05)
+
+
+def test_deformation_display_settings():
+    """Reference: vtkMRMLTransformDisplayNode takes the scale in percent; 'none' hides the transform."""
+    assert gui_state.deformation_display("Glyph", 0.5, 4.0) == gui_state.DeformationDisplay(True, "glyph", 50.0, 4.0)
+    assert gui_state.deformation_display("none").visible is False
+    with pytest.raises(ValueError):
+        gui_state.deformation_display("contour")
+    with pytest.raises(ValueError):
+        gui_state.deformation_display("grid", 0.0)
+    assert set(gui_state.DEFORMATION_MODES) == {"grid", "glyph", "none"}
+    assert set(gui_state.FOREGROUND_CHOICES) == {"jacobian", "magnitude", "none"}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# slicer_support.dependencies
+
+
+def test_missing_dependencies_lists_torch_first():
+    """Reference: fake package lookups (nothing installed / everything installed) and this environment."""
+    nothing = dependencies.missing_dependencies(find_spec=lambda name: None, version_of={}.__getitem__)
+    assert nothing == ["torch", "monai", "nibabel", "safetensors", "tqdm"]
+    installed = {"monai": "1.5.0", "nibabel": "5.3.2", "safetensors": "0.5.0", "tqdm": "4.67.0"}
+    assert dependencies.missing_dependencies(find_spec=lambda name: object(), version_of=installed.__getitem__) == []
+    assert dependencies.missing_pip_requirements(version_of={}.__getitem__) == list(scene.SLICER_PIP_REQUIREMENTS)
+    assert dependencies.torch_installed() and dependencies.missing_dependencies() == []
+
+
+def test_pip_and_torch_requirements_are_valid_and_satisfied_here():
+    """Reference: the packaging library (what pip and slicer.packaging.pip_ensure parse) and the installed versions."""
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
+
+    import torch
+
+    requirements = dependencies.pip_requirements()
+    assert [r.name for r in requirements] == ["monai", "nibabel", "safetensors", "tqdm"]
+    for requirement in requirements:
+        assert requirement.specifier.contains(version(requirement.name), prereleases=True)
+    assert [str(r) for r in dependencies.pip_requirements(["monai>=1.4"])] == ["monai>=1.4"]
+    assert SpecifierSet(dependencies.torch_version_requirement()).contains(torch.__version__.split("+")[0], prereleases=True)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the Logic's library calls on the bundled brain3d model (what generateAtlas, the overlays and Export do in Slicer)
+
+
+@pytest.fixture(scope="module")
+def brain3d():
+    """``api.generate_atlas`` called exactly as ``DiffDefAtlasLogic.generateAtlas`` calls it (CPU)."""
+    from DiffDefAtlasLib import api
+
+    model, conditions, seed = "brain3d", {"age": 72, "sex": "F"}, 0
+    result = api.generate_atlas(model, conditions, seed=seed, steps=None, device=scene.device_choice("CPU"),
+                                allow_extrapolation=False)
+    return SimpleNamespace(model=model, conditions=conditions, seed=seed, result=result)
+
+
+def test_logic_generate_path_on_brain3d(brain3d, tmp_path):
+    """Reference: the AtlasResult itself, VTK's grid transform (the deformation node's content), nibabel reading the
+    exported files. This is the library half of the Slicer self-test's test_generate_nodes_match_library."""
+    from DiffDefAtlasLib import api
+
+    assert "brain3d" in [c.name for c in gui_state.slicer_models(api.list_models())]
+    result = brain3d.result
+    plan = layers.atlas_layers(result, model=brain3d.model, conditions=brain3d.conditions, seed=brain3d.seed)
+    assert plan.atlas.name == "brain3d age-72 sex-F seed-0 atlas"
+    shape_kji = tuple(reversed(result.grid.shape))
+    for layer in (plan.atlas, plan.labels, plan.jacobian, plan.magnitude, plan.folding):
+        assert layer.shape == shape_kji
+        np.testing.assert_allclose(layer.ijk_to_ras, result.grid.affine)
+    np.testing.assert_array_equal(plan.atlas.array, np.asarray(result.atlas.array).transpose(2, 1, 0))
+    assert set(np.unique(plan.labels.array)) <= set(range(5)) and plan.labels.array.max() == 4  # ventricles present
+    # the grid transform maps grid points x to x + u(x)
+    image, direction = vtk_grid.displacement_grid_image(result.displacement, result.grid)
+    np.testing.assert_allclose(vtk_grid.matrix_from_vtk(direction)[:3, :3] * np.array(image.GetSpacing()),
+                               result.grid.affine[:3, :3], atol=1e-9)
+    transform = vtk_hybrid.vtkGridTransform()
+    transform.SetDisplacementGridData(image)
+    for index in [(80, 95, 80), (40, 100, 70)]:
+        x = result.grid.voxel_to_world_points(np.array(index, dtype=float))
+        np.testing.assert_allclose(transform.TransformPoint(*x), x + result.displacement[(slice(None), *index)], atol=1e-4)
+    u, grid = vtk_grid.displacement_from_grid_image(image, direction)
+    np.testing.assert_allclose(u, result.displacement, atol=1e-6)
+    # the overlay line and the status line read keys the generator really writes
+    line = gui_state.overlay_summary(result.summary)
+    assert f"det J min: {result.summary['detj_min']:.4g}" in line and "folding (det J <= 0)" in line
+    assert gui_state.status_text("Atlas ready", result.summary, 1.0).startswith("Atlas ready on cpu")
+    # Export, named from the record stored on the atlas node
+    record = layers.read_generation_record(plan.record)
+    written = scene.export_atlas(tmp_path, layers.export_stem_for_record(record), atlas=result.atlas, labels=result.labels,
+                                 displacement=u, grid=grid, jacobian=result.jacobian, summary=record)
+    assert written["atlas"].name == "brain3d_age-72_sex-F_seed-0_atlas.nii.gz"
+    np.testing.assert_allclose(np.asarray(nib.load(str(written["jacobian"])).dataobj), result.jacobian.array, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(written["folding"])).dataobj),
+                                  (np.asarray(result.jacobian.array) <= 0).astype(np.uint8))
