@@ -371,14 +371,14 @@ def test_every_summary_records_versions_device_and_peak_rss(model, tmp_path):
         assert 50 < environment["peak_rss_mb"] <= peak_now + 1
 
 
-def test_cuda_out_of_memory_falls_back_to_the_cpu(model, tmp_path, capsys, monkeypatch):
-    """Reference: a fake CUDA device whose model loading raises torch.cuda.OutOfMemoryError. The command must warn in
-    one line, rerun on the CPU and record the CPU as the device; the atlas equals a plain CPU run."""
+def _fake_out_of_memory_cuda(monkeypatch) -> list[str]:
+    """Make ``--device cuda`` select a fake CUDA device on which every model load runs out of memory; returns the
+    list of device types that loads were tried on."""
     import DiffDefAtlasLib.device as device_module
     from DiffDefAtlasLib.generate import bundled
 
     real_select, real_load = device_module.select_device, bundled.load_generator
-    tried = []
+    tried: list[str] = []
 
     def fake_select(name="auto"):
         return torch.device("cuda") if str(name).startswith("cuda") else real_select(name)
@@ -389,10 +389,17 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu(model, tmp_path, capsys, monke
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real_load(name, device)
 
-    assert generate(model, tmp_path / "cpu") == 0
-    capsys.readouterr()
     monkeypatch.setattr(device_module, "select_device", fake_select)
     monkeypatch.setattr(bundled, "load_generator", fake_load)
+    return tried
+
+
+def test_cuda_out_of_memory_falls_back_to_the_cpu(model, tmp_path, capsys, monkeypatch):
+    """Reference: a fake CUDA device whose model loading raises torch.cuda.OutOfMemoryError. The command must warn in
+    one line, rerun on the CPU and record the CPU as the device; the atlas equals a plain CPU run."""
+    assert generate(model, tmp_path / "cpu") == 0
+    capsys.readouterr()
+    tried = _fake_out_of_memory_cuda(monkeypatch)
     assert main(["generate", "--model", str(model), "--device", "cuda", "--out", str(tmp_path / "fallback")]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert tried == ["cuda", "cpu"]
@@ -433,23 +440,7 @@ def test_out_of_memory_fallback_is_reported_once_for_samples_and_sweeps(model, t
     """Reference: the same fake out-of-memory CUDA device. Every model load on it fails, so each generation (the
     atlas, the K samples, each sweep step) reruns on the CPU; the user sees the warning exactly once, and the run
     still writes all its files."""
-    import DiffDefAtlasLib.device as device_module
-    from DiffDefAtlasLib.generate import bundled
-
-    real_select, real_load = device_module.select_device, bundled.load_generator
-    tried = []
-
-    def fake_select(name="auto"):
-        return torch.device("cuda") if str(name).startswith("cuda") else real_select(name)
-
-    def fake_load(name, device="auto"):
-        tried.append(torch.device(device).type)
-        if torch.device(device).type == "cuda":
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_load(name, device)
-
-    monkeypatch.setattr(device_module, "select_device", fake_select)
-    monkeypatch.setattr(bundled, "load_generator", fake_load)
+    tried = _fake_out_of_memory_cuda(monkeypatch)
     out = tmp_path / "out"
     assert main([command, "--model", str(model), "--device", "cuda", "--out", str(out), *extra]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
