@@ -152,3 +152,42 @@ def test_fast_resampling_equals_the_spatial_core():
     assert _corners_coincide(coarse, fine) and not _corners_coincide(coarse, coarse.zoomed(2))
     field = torch.randn(1, 3, *coarse.shape)
     torch.testing.assert_close(resample_field(field, coarse, fine), resample_displacement(field, coarse, fine), atol=2e-4, rtol=0)
+
+
+def _fit_spatial_mean(spatial: bool, steps: int = 200) -> float:
+    """Train a tiny latent UNet to output ``age * pattern`` from a zero latent; return the last loss."""
+    from DiffDefAtlasLib.generate.networks import build_unet
+
+    torch.manual_seed(0)
+    shape = (6, 8, 6)
+    maps = 2 if spatial else 0
+    config = {"channels": [8, 16], "norm_num_groups": 4, "condition_dim": 8, "position_channels": maps, "condition_map_channels": maps}
+    unet = build_unet(3, 2, [("continuous", 0)], config, shape)
+    pattern = torch.randn(1, 2, *shape)
+    optimiser = torch.optim.Adam(unet.parameters(), lr=1e-2)
+    for _ in range(steps):
+        age = torch.rand(8, 1) * 2 - 1
+        target = age.view(-1, 1, 1, 1, 1) * pattern + 0.5 * pattern.flip(2)
+        out = unet(torch.zeros(8, 2, *shape), torch.full((8,), 999), age, torch.ones(8, 1, dtype=torch.bool))
+        loss = torch.nn.functional.mse_loss(out, target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return float(loss.detach())
+
+
+def test_spatial_inputs_let_the_unet_place_a_conditional_mean():
+    # At the first sampling step the latent carries no position; the learned position and condition maps supply it.
+    with_maps, without = _fit_spatial_mean(True), _fit_spatial_mean(False)
+    assert with_maps < 0.2 * without, (with_maps, without)
+
+
+def test_cards_without_spatial_inputs_build_the_older_unet():
+    from DiffDefAtlasLib.generate.networks import UNET_DEFAULTS, build_unet
+
+    older = {k: v for k, v in UNET_DEFAULTS.items() if k not in ("position_channels", "condition_map_channels")}
+    unet = build_unet(3, 4, [("continuous", 0)], older, (4, 4, 4))
+    assert unet.position is None and unet.condition_maps is None
+    assert unet.conv_in.conv.in_channels == 4
+    newer = build_unet(3, 4, [("continuous", 0)], dict(UNET_DEFAULTS), (4, 4, 4))
+    assert newer.conv_in.conv.in_channels == 4 + UNET_DEFAULTS["position_channels"] + UNET_DEFAULTS["condition_map_channels"]

@@ -11,6 +11,8 @@ Every method runs in its own process (spawn), so its peak RSS is its own; timing
 
     python scripts/benchmark_registration.py --resolution 2mm --pairs 10 --refine 200
     python scripts/benchmark_registration.py --resolution 1mm --methods learned,ants
+    python scripts/benchmark_registration.py --oasis2d --compare-2d WORKDIR/export2d_uniform --pairs 30 --methods learned
+    python scripts/benchmark_registration.py --lambda-figure docs/images/registration_lambda.png --lambda-subject bert --methods learned
 """
 
 from __future__ import annotations
@@ -191,30 +193,132 @@ def _run_ants_syn(image, template, refine):
     return u
 
 
-def oasis_2d(models: dict[str, Path | None], refine: int, limit: int | None) -> None:
-    """2D check on the OASIS validation slices against the 2D template: NCC, folding, std log det J per model."""
+def oasis_2d(models: dict[str, Path | None], refine: int, limit: int | None, json_path: Path | None = None) -> dict:
+    """2D check on the OASIS validation slices against the 2D template: NCC, folding, std log det J and tissue Dice per model.
+
+    The OASIS slices come without segmentations, so Dice is over tissue classes from 3-class k-means of each image's own
+    intensities (:func:`DiffDefAtlasLib.register.report.kmeans_tissue_labels`; CSF/GM/WM, mean of the three): the
+    subject's classes carried into template space by each model's transform (nearest) against the template's classes,
+    inside the template mask (intensity > 0.1), as the 3D benchmark does with real labels. "affine only" is the same
+    Dice with the affine part of the transform alone.
+
+    The MI affine is computed once per slice and reused for every model (it varies slightly from run to run), so the
+    models differ only in their deformable step.
+    """
     import torch
 
+    from DiffDefAtlasLib.data.labelmaps import dice_per_class
     from DiffDefAtlasLib.data.oasis import load_oasis_slice, oasis_cohort
     from DiffDefAtlasLib.imageio import read_image
-    from DiffDefAtlasLib.register import load_registration_network, register_to_atlas
+    from DiffDefAtlasLib.register import engine, load_registration_network, register_to_atlas
+    from DiffDefAtlasLib.register.inputs import affine_displacement
+    from DiffDefAtlasLib.register.report import kmeans_tissue_labels
     from DiffDefAtlasLib.register.weights import model_folder
+    from DiffDefAtlasLib.spatial import warp_labels
 
     template = read_image(model_folder(2) / "template2d.nii.gz")
+    template_mask = np.asarray(template.array) > 0.1
+    template_labels = kmeans_tissue_labels(template.array, template_mask)
     ids = [s.subject_id for s in oasis_cohort("axial", "validation").subjects][:limit]
-    print("| 2D model (OASIS validation) | slices | NCC affine | NCC registered | folding % | std log detJ | median s |")
-    print("|---|---|---|---|---|---|---|")
+    slices = {sid: load_oasis_slice(sid) for sid in ids}
+    labels = {sid: torch.as_tensor(kmeans_tissue_labels(v.array, np.asarray(v.array) > 0.05).astype(np.int64))[None, None] for sid, v in slices.items()}
+
+    def dice(sid: str, displacement: torch.Tensor) -> float:
+        warped = warp_labels(labels[sid], displacement, template.grid, slices[sid].grid)[0, 0].numpy()
+        scores = dice_per_class(np.where(template_mask, warped, 0), template_labels, classes=(1, 2, 3))
+        return float(np.nanmean(list(scores.values())))
+
+    original_affine, affines, current = engine.affine_register, {}, [None]
+
+    def shared_affine(*args, **kwargs):
+        if current[0] not in affines:
+            affines[current[0]] = original_affine(*args, **kwargs)
+        return affines[current[0]]
+
+    print("| 2D model (OASIS validation) | slices | Dice affine only | Dice registered | NCC affine | NCC registered | folding % | std log detJ | mean λ (grid / brain) | median deformable s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    table = {}
     for name, folder in models.items():
         network = load_registration_network(2, device="cpu", folder=folder)
         rows = []
         for sid in ids:
-            start = time.perf_counter()
-            result = register_to_atlas(load_oasis_slice(sid), template, network=network, refine=refine, device="cpu")
+            current[0] = sid
+            engine.affine_register = shared_affine
+            try:
+                result = register_to_atlas(slices[sid], template, network=network, refine=refine, device="cpu")
+            finally:
+                engine.affine_register = original_affine
             s = result.summary
+            seconds = s["timings_s"]["deformable_s"] + s["timings_s"].get("refine_s", 0.0)  # the affine is shared, so not timed
+            affine_only = affine_displacement(result.affine, template.grid, torch.float64)
+            lam = np.asarray(result.lambda_map.array) if result.lambda_map is not None else None
+            lam_brain = float(lam[template_mask].mean()) if lam is not None and lam.shape == template_mask.shape else float("nan")
             rows.append((s["similarity"]["ncc_brain_affine_only_working_grid"], s["similarity"]["ncc_brain"], s["folding_ratio"],
-                         s["log_detj_std_brain"], time.perf_counter() - start, s["lambda"]["mean"]))
+                         s["log_detj_std_brain"], seconds, s["lambda"]["mean"], dice(sid, affine_only),
+                         dice(sid, torch.as_tensor(result.displacement)[None]), lam_brain))
         r = np.array(rows)
-        print(f"| {name} | {len(rows)} | {r[:, 0].mean():.3f} | {r[:, 1].mean():.3f} | {100 * r[:, 2].mean():.4f} | {r[:, 3].mean():.3f} | {np.median(r[:, 4]):.2f} |")
+        table[name] = {
+            "slices": len(rows), "dice_affine": float(r[:, 6].mean()), "dice_registered": float(r[:, 7].mean()),
+            "dice_registered_sd": float(r[:, 7].std(ddof=1)) if len(rows) > 1 else 0.0,
+            "ncc_brain_affine": float(r[:, 0].mean()), "ncc_brain_registered": float(r[:, 1].mean()),
+            "folding_percent": float(100 * r[:, 2].mean()), "log_detj_std": float(r[:, 3].mean()), "lambda_mean": float(r[:, 5].mean()),
+            "lambda_mean_brain": float(r[:, 8].mean()),
+            "median_s": float(np.median(r[:, 4])), "per_slice_dice": [round(float(v), 4) for v in r[:, 7]],
+        }
+        t = table[name]
+        print(f"| {name} | {len(rows)} | {t['dice_affine']:.3f} | {t['dice_registered']:.3f} | {t['ncc_brain_affine']:.3f} | {t['ncc_brain_registered']:.3f} | "
+              f"{t['folding_percent']:.4f} | {t['log_detj_std']:.3f} | {t['lambda_mean']:.3f} / {t['lambda_mean_brain']:.3f} | {t['median_s']:.2f} |", flush=True)
+    names = list(table)
+    for other in names[1:]:
+        diff = np.array(table[names[0]]["per_slice_dice"]) - np.array(table[other]["per_slice_dice"])
+        table[other]["dice_difference_to_first"] = {"mean": float(diff.mean()), "sd": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
+                                                   "first_higher": int((diff > 0).sum())}
+        print(f"paired Dice difference ({names[0]} - {other}): mean {diff.mean():+.4f}, SD {diff.std(ddof=1) if len(diff) > 1 else 0.0:.4f}, "
+              f"{int((diff > 0).sum())}/{len(diff)} slices higher")
+    if json_path is not None:
+        json_path.write_text(json.dumps(table, indent=2))
+    return table
+
+
+def lambda_figure_for_subject(subject: str, path: Path, resolution: str = "2mm", refine: int = 0) -> dict:
+    """Register a held-out labelled subject (``bert`` or ``voxelmorph_test``) to the MNI template with the bundled 3D
+    network and draw the fixed template, the warped scan, λ(x) and log det J (:func:`DiffDefAtlasLib.register.report.lambda_figure`)."""
+    from DiffDefAtlasLib.data.label_datasets import list_label_maps, load_label_map
+    from DiffDefAtlasLib.register import register_to_atlas
+    from DiffDefAtlasLib.register.report import lambda_figure
+    from DiffDefAtlasLib.template import load_template
+
+    found = [info for info in list_label_maps() if info.name == subject]
+    if not found:
+        raise SystemExit(f"unknown subject {subject!r}: expected one of {', '.join(i.name for i in list_label_maps())}")
+    image = load_label_map(found[0], with_image=True).image
+    if image is None:
+        raise SystemExit(f"{subject} has no T1 image (use bert or voxelmorph_test)")
+    template = load_template(resolution)
+    result = register_to_atlas(image, template.t1, atlas_mask=template.brain_mask, refine=refine, device="cpu")
+    s = result.summary
+    title = (f"{subject} -> MNI {resolution}, bundled 3D network{f' + {refine} refinement steps' if refine else ''}: "
+             f"mean lambda {s['lambda']['mean']:.2f}, folding {100 * s['folding_ratio']:.3f} %, std log detJ {s['log_detj_std_brain']:.3f}")
+    lambda_figure(template.t1, result.warped, result.lambda_map, result.jacobian, path, mask=template.brain_mask, title=title)
+    print(title)
+    lam, brain = np.asarray(result.lambda_map.array), np.asarray(template.brain_mask.array) > 0
+    if lam.shape == brain.shape:  # the 2 mm template grid is the working grid
+        labels = np.asarray(template.labels.array)
+        lowest = np.indices(brain.shape)[2] < np.percentile(np.argwhere(brain)[:, 2], 25)
+        parts = {"brain mask": brain, "outside": ~brain, "lowest quarter of the brain (axial)": brain & lowest,
+                 "rest of the brain": brain & ~lowest, **{f"template {n}": labels == c for c, n in ((1, "CSF"), (2, "GM"), (3, "WM"), (4, "ventricles"))}}
+        print("mean λ: " + ", ".join(f"{n} {lam[m].mean():.3f}" for n, m in parts.items() if m.any()))
+    print(f"wrote {path}")
+    return s
+
+
+def _model_label(folder: Path) -> str:
+    """A row name for a 2D model folder: "uniform λ = <value>" for the ablation, else the folder name."""
+    try:
+        network = json.loads((folder / "model_card.json").read_text())["network"]
+    except (OSError, KeyError, ValueError):
+        return folder.name
+    return f"uniform λ = {network['lambda_init']:g}" if not network.get("spatially_varying", True) else folder.name
 
 
 def main(argv=None) -> int:
@@ -227,11 +331,18 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("--oasis2d", action="store_true", help="run the 2D OASIS check instead")
     parser.add_argument("--compare-2d", type=Path, action="append", default=[], help="another 2D model folder (e.g. the uniform-λ ablation)")
+    parser.add_argument("--lambda-figure", type=Path, help="instead: register --lambda-subject to the template with the bundled 3D "
+                        "network and write the λ-map figure (PNG) here")
+    parser.add_argument("--lambda-subject", default="bert", help="held-out subject with a T1 for --lambda-figure: bert or voxelmorph_test")
     args = parser.parse_args(argv)
+    if args.lambda_figure is not None:
+        _threads(args.threads)
+        lambda_figure_for_subject(args.lambda_subject, args.lambda_figure, args.resolution, args.refine if "refine" in args.methods else 0)
+        return 0
     if args.oasis2d:
         _threads(args.threads)
-        models = {"bundled 2D (spatially varying λ)": None, **{str(p.name): p for p in args.compare_2d}}
-        oasis_2d(models, args.refine if "refine" in args.methods else 0, args.pairs)
+        models = {"bundled 2D (spatially varying λ)": None, **{_model_label(p): p for p in args.compare_2d}}
+        oasis_2d(models, args.refine if "refine" in args.methods else 0, args.pairs, args.json)
         return 0
     methods = [m for m in args.methods.split(",") if m]
     context = multiprocessing.get_context("spawn")

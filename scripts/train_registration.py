@@ -6,7 +6,8 @@ Usage (resumable: run the same command again to continue from the checkpoint in 
     python scripts/train_registration.py --dims 2 --work WORKDIR --minutes 15 --export Resources/models/registration2d
     python scripts/train_registration.py --dims 3 --work WORKDIR --export-only --export Resources/models/registration3d
 
-``--uniform-lambda`` trains the ablation with a constant λ (no λ head) under a separate checkpoint name.
+``--uniform-lambda`` trains the ablation with a constant λ (no λ head) under a separate checkpoint name;
+``--lambda-value`` sets that constant (default 0.5, the prior's mode; e.g. the mean λ the spatially varying model learns).
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ TRAINING_DATA = {
 }
 
 
-def network_config(dims: int, uniform: bool) -> NetworkConfig:
+def network_config(dims: int, uniform: bool, lambda_value: float = 0.5) -> NetworkConfig:
+    """The bundled architecture; ``lambda_value`` is the constant λ of the uniform ablation (the λ head's initial value otherwise)."""
     if dims == 3:
-        return NetworkConfig(spatial_dims=3, channels=(16, 32, 32, 32), working_spacing_mm=2.0, velocity_scale_mm=4.0, spatially_varying=not uniform)
-    return NetworkConfig(spatial_dims=2, channels=(16, 32, 32, 32), working_spacing_mm=1.0, velocity_scale_mm=2.0, spatially_varying=not uniform)
+        return NetworkConfig(spatial_dims=3, channels=(16, 32, 32, 32), working_spacing_mm=2.0, velocity_scale_mm=4.0, spatially_varying=not uniform,
+                             lambda_init=lambda_value)
+    return NetworkConfig(spatial_dims=2, channels=(16, 32, 32, 32), working_spacing_mm=1.0, velocity_scale_mm=2.0, spatially_varying=not uniform,
+                         lambda_init=lambda_value)
 
 
 def sampler_3d(work: Path, seed: int, wait_for_cache: bool = True):
@@ -92,6 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prior-weight", type=float, default=LossConfig().prior_weight, help="weight of the λ prior term")
     parser.add_argument("--uniform-lambda", action="store_true", help="ablation: constant λ, no λ head")
+    parser.add_argument("--lambda-value", type=float, default=0.5, help="the constant λ of --uniform-lambda (default 0.5)")
     parser.add_argument("--export", type=Path, help="write safetensors + model card into this folder when done")
     parser.add_argument("--export-only", action="store_true")
     parser.add_argument("--no-wait-for-cache", action="store_true", help="3D: start on the subjects cached so far")
@@ -106,14 +111,14 @@ def main(argv=None) -> int:
         sampler = sampler_3d(args.work, args.seed, not args.no_wait_for_cache) if args.dims == 3 else sampler_2d(args.export, args.work, args.seed)
         print(f"data ready in {time.time() - t0:.0f} s", flush=True)
         train_registration(
-            sampler, network_config(args.dims, args.uniform_lambda),
+            sampler, network_config(args.dims, args.uniform_lambda, args.lambda_value),
             TrainConfig(iterations=args.iterations, minutes=args.minutes, learning_rate=args.lr, seed=args.seed),
             checkpoint, loss_config, log=lambda m: print(m, flush=True),
         )
     if args.export is not None:
         network, state = network_from_checkpoint(checkpoint)
         card = {
-            "name": f"DiffDefAtlas registration {args.dims}D" + (" (uniform λ ablation)" if args.uniform_lambda else ""),
+            "name": f"DiffDefAtlas registration {args.dims}D" + (f" (uniform λ = {args.lambda_value:g} ablation)" if args.uniform_lambda else ""),
             "task": "atlas registration: moving scan -> template; SVF by scaling and squaring; spatially varying λ (Chen et al.)",
             "loss": json.loads(state["loss_config"]),
             "training": {
@@ -123,7 +128,8 @@ def main(argv=None) -> int:
                 "hardware": f"CPU, {torch.get_num_threads()} thread(s)",
                 "optimiser": f"Adam, lr {args.lr}, batch 1",
                 "command": f"python scripts/train_registration.py --dims {args.dims} --work WORKDIR --minutes {args.minutes:g}"
-                + (" --uniform-lambda" if args.uniform_lambda else ""),
+                + (" --uniform-lambda" if args.uniform_lambda else "")
+                + (f" --lambda-value {args.lambda_value:g}" if args.lambda_value != 0.5 else ""),
                 "last_log": json.loads(state["history"])[-1:] if state["history"] else [],
             },
             "input": "moving and fixed on the working grid, intensity-normalised (99th percentile -> 1), masked by the fixed brain mask dilated by 8 mm",

@@ -20,13 +20,10 @@ import numpy as np
 import torch
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2.0 * np.logical_and(a, b).sum() / total) if total else 1.0
-
-
 def evaluate_brain3d(model: str = "brain3d", ages: Sequence[float] | None = None, sexes: Sequence[str] = ("F", "M"), steps: int | None = None) -> dict[str, Any]:
     """Compare generated atlases with the population model's conditional means on the 2 mm working grid."""
+    from ..data.labelmaps import dice_per_class
+    from ..evaluate.metrics import endpoint_error, trend_slope
     from ..population import load_population_model
     from ..spatial import folding_ratio, jacobian_determinant, warp_labels
     from ..template import LATERAL_VENTRICLES, load_template, working_grid
@@ -47,7 +44,7 @@ def evaluate_brain3d(model: str = "brain3d", ages: Sequence[float] | None = None
                 velocity = generator.sample_velocity({"age": float(age), "sex": sex}, steps=steps)
                 u = generator.velocity_to_displacement(velocity, grid)
             truth = torch.from_numpy(population.mean_displacement(float(age), sex, grid))[None]
-            epe = torch.linalg.vector_norm(u - truth, dim=1)[0].numpy()
+            epe = endpoint_error(u[0], truth[0], mask)
             gen_labels = warp_labels(labels, u, grid)[0, 0].numpy()
             true_labels = warp_labels(labels, truth, grid)[0, 0].numpy()
             gen_v = gen_labels == LATERAL_VENTRICLES
@@ -57,20 +54,20 @@ def evaluate_brain3d(model: str = "brain3d", ages: Sequence[float] | None = None
                 {
                     "age": float(age),
                     "sex": sex,
-                    "epe_mean_mm": float(epe[mask].mean()),
-                    "epe_p95_mm": float(np.percentile(epe[mask], 95)),
-                    "ventricle_dice": _dice(gen_v, true_v),
+                    "epe_mean_mm": epe["mean"],
+                    "epe_p95_mm": epe["p95"],
+                    "ventricle_dice": dice_per_class(gen_labels, true_labels, classes=(LATERAL_VENTRICLES,))[LATERAL_VENTRICLES],
                     "ventricle_ml": float(gen_v.sum() * voxel_ml),
                     "ventricle_ml_truth": float(true_v.sum() * voxel_ml),
                     "ventricle_volume_error": float(abs(gen_v.sum() - true_v.sum()) / max(true_v.sum(), 1)),
                     "folding_ratio": folding_ratio(jacobian_determinant(u, grid))["nonpositive"],
                 }
             )
-    slope_gen = {}
-    for sex in sexes:
-        part = [r for r in rows if r["sex"] == sex]
-        slope_gen[sex] = float(np.polyfit([r["age"] for r in part], [r["ventricle_ml"] for r in part], 1)[0])
-    truth_slope = {sex: float(np.polyfit([r["age"] for r in rows if r["sex"] == sex], [r["ventricle_ml_truth"] for r in rows if r["sex"] == sex], 1)[0]) for sex in sexes}
+
+    def slopes(key: str) -> dict[str, float]:
+        return {sex: trend_slope([r["age"] for r in rows if r["sex"] == sex], [r[key] for r in rows if r["sex"] == sex]) for sex in sexes}
+
+    slope_gen, truth_slope = slopes("ventricle_ml"), slopes("ventricle_ml_truth")
     return {
         "model": str(model),
         "conditions": rows,
@@ -139,6 +136,7 @@ def ventricle_trends(model: str, fields, ages: Sequence[float] | None = None, ma
     """Ventricle volume (mL; mm^2 in 2D) against age: of the generated atlases (other conditions unset, per sex) and of
     the training subjects (the template labels warped by each subject's own exp(v)); least-squares slopes per year."""
     from ..imageio import Volume
+    from ..evaluate.metrics import trend_slope
     from ..spatial import warp_labels
     from ..template import LATERAL_VENTRICLES
     from .atlas import template_images
@@ -154,7 +152,7 @@ def ventricle_trends(model: str, fields, ages: Sequence[float] | None = None, ma
         for age in ages:
             result = generator.generate({"age": float(age), "sex": sex})
             volumes.append(float((result.labels.array == LATERAL_VENTRICLES).sum() * result.grid.voxel_volume / (1000.0 if card.spatial_dims == 3 else 1.0)))
-        atlas[sex] = {"ages": [float(a) for a in ages], "volumes": volumes, "slope_per_year": float(np.polyfit(ages, volumes, 1)[0])}
+        atlas[sex] = {"ages": [float(a) for a in ages], "volumes": volumes, "slope_per_year": trend_slope(ages, volumes)}
     labels_volume: Volume = template_images(card).labels
     grid = labels_volume.grid
     labels = torch.from_numpy(np.array(labels_volume.array, dtype=np.uint8))[None, None]
@@ -174,6 +172,6 @@ def ventricle_trends(model: str, fields, ages: Sequence[float] | None = None, ma
     for code, sex in ((0.0, "F"), (1.0, "M")):
         keep = sexes == code
         if keep.sum() > 2:
-            data[sex] = {"subjects": int(keep.sum()), "slope_per_year": float(np.polyfit(subject_ages[keep], np.asarray(measured)[keep], 1)[0])}
-    data["all"] = {"subjects": len(measured), "slope_per_year": float(np.polyfit(subject_ages, measured, 1)[0])}
+            data[sex] = {"subjects": int(keep.sum()), "slope_per_year": trend_slope(subject_ages[keep], np.asarray(measured)[keep])}
+    data["all"] = {"subjects": len(measured), "slope_per_year": trend_slope(subject_ages, measured)}
     return {"units": "mL" if card.spatial_dims == 3 else "mm^2", "atlas": atlas, "training_data": data}

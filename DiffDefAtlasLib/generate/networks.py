@@ -9,6 +9,11 @@
   (MONAI's ``DiffusionModelUNet`` itself always builds attention blocks, which need the optional ``einops``
   package; this UNet runs with MONAI's core dependencies only. Conditions here are global scalars, so a global
   additive embedding carries them as well as cross-attention over a handful of tokens would.)
+  Two optional spatial inputs are concatenated to the noisy latent: ``position_channels`` learned maps (the network
+  otherwise only sees position through zero padding, and at the first sampling step its input is pure noise) and
+  ``condition_map_channels`` maps computed from the condition tokens by a low-rank linear layer, so a condition can
+  move each latent voxel differently. Both need the latent shape; cards written before these options existed have
+  neither.
 
 Example:
     >>> import torch
@@ -28,7 +33,17 @@ from torch import nn
 #: Defaults of the autoencoder over velocity fields (channels per level; 3 levels = 4x downsampling).
 AUTOENCODER_DEFAULTS: dict[str, Any] = {"channels": [8, 16, 16], "latent_channels": 4, "num_res_blocks": 1, "norm_num_groups": 8}
 #: Defaults of the latent denoising UNet.
-UNET_DEFAULTS: dict[str, Any] = {"channels": [16, 32, 32], "num_res_blocks": 1, "norm_num_groups": 8, "condition_dim": 32}
+UNET_DEFAULTS: dict[str, Any] = {
+    "channels": [16, 32, 32],
+    "num_res_blocks": 1,
+    "norm_num_groups": 8,
+    "condition_dim": 32,
+    "position_channels": 4,
+    "condition_map_channels": 4,
+    "condition_map_rank": 16,
+}
+#: Spatial-input settings a card means when it does not name them (cards written before they existed).
+_UNET_SPATIAL_ABSENT: dict[str, int] = {"position_channels": 0, "condition_map_channels": 0}
 
 
 def build_autoencoder(spatial_dims: int, config: dict[str, Any] | None = None):
@@ -122,6 +137,10 @@ class ConditionalLatentUNet(nn.Module):
         num_res_blocks: int = 1,
         norm_num_groups: int = 8,
         condition_dim: int = 32,
+        latent_shape: Sequence[int] | None = None,
+        position_channels: int = 0,
+        condition_map_channels: int = 0,
+        condition_map_rank: int = 16,
     ) -> None:
         super().__init__()
         from monai.networks.blocks import Convolution
@@ -135,6 +154,17 @@ class ConditionalLatentUNet(nn.Module):
         self.condition_embedding = ConditionEmbedding(condition_kinds, condition_dim)
         n_tokens = max(len(self.condition_embedding.kinds), 1)
         self.condition_proj = nn.Sequential(nn.Linear(n_tokens * condition_dim, temb), nn.SiLU(), nn.Linear(temb, temb))
+        if (position_channels or condition_map_channels) and not latent_shape:
+            raise ValueError("position_channels and condition_map_channels need latent_shape")
+        self.latent_shape = tuple(int(s) for s in latent_shape) if latent_shape else ()
+        self.position = nn.Parameter(0.1 * torch.randn(1, position_channels, *self.latent_shape)) if position_channels else None
+        self.condition_maps = (
+            nn.Sequential(nn.Linear(n_tokens * condition_dim, condition_map_rank), nn.Linear(condition_map_rank, condition_map_channels * int(torch.tensor(self.latent_shape).prod())))
+            if condition_map_channels
+            else None
+        )
+        self.condition_map_channels = int(condition_map_channels)
+        in_total = in_channels + int(position_channels) + int(condition_map_channels)
 
         def block(cin: int, cout: int, **kw) -> nn.Module:
             return DiffusionUNetResnetBlock(spatial_dims, cin, temb, cout, norm_num_groups=norm_num_groups, **kw)
@@ -142,7 +172,7 @@ class ConditionalLatentUNet(nn.Module):
         def conv(cin: int, cout: int) -> nn.Module:
             return Convolution(spatial_dims, cin, cout, strides=1, kernel_size=3, padding=1, conv_only=True)
 
-        self.conv_in = conv(in_channels, self.channels[0])
+        self.conv_in = conv(in_total, self.channels[0])
         self.down = nn.ModuleList()
         skips = [self.channels[0]]
         current = self.channels[0]
@@ -169,11 +199,18 @@ class ConditionalLatentUNet(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 
-        x, shape = _pad_to_multiple(x, self.factor)
         emb = self.time_embed(get_timestep_embedding(timesteps, self.channels[0]).to(x.dtype))
         tokens = self.condition_embedding(values, present.bool())
         if tokens.shape[1]:
             emb = emb + self.condition_proj(tokens.flatten(1)).to(x.dtype)
+        extra = []
+        if self.position is not None:
+            extra.append(self.position.to(x.dtype).expand(x.shape[0], *self.position.shape[1:]))
+        if self.condition_maps is not None:
+            extra.append(self.condition_maps(tokens.flatten(1)).to(x.dtype).view(x.shape[0], self.condition_map_channels, *self.latent_shape))
+        if extra:
+            x = torch.cat([x, *extra], dim=1)
+        x, shape = _pad_to_multiple(x, self.factor)
         h = self.conv_in(x)
         skips = [h]
         for layer, is_resample in zip(self.down, self._down_is_resample):
@@ -188,9 +225,18 @@ class ConditionalLatentUNet(nn.Module):
         return h[crop]
 
 
-def build_unet(spatial_dims: int, latent_channels: int, condition_kinds: Sequence[tuple[str, int]], config: dict[str, Any] | None = None) -> ConditionalLatentUNet:
-    """The latent UNet from a card's ``unet`` settings (defaults :data:`UNET_DEFAULTS`)."""
+def build_unet(
+    spatial_dims: int,
+    latent_channels: int,
+    condition_kinds: Sequence[tuple[str, int]],
+    config: dict[str, Any] | None = None,
+    latent_shape: Sequence[int] | None = None,
+) -> ConditionalLatentUNet:
+    """The latent UNet from a card's ``unet`` settings (defaults :data:`UNET_DEFAULTS`; a card that does not name the
+    spatial inputs has none). ``latent_shape`` is the spatial shape of the latent, without channels."""
     cfg = {**UNET_DEFAULTS, **(config or {})}
+    if config is not None:
+        cfg.update({key: config.get(key, absent) for key, absent in _UNET_SPATIAL_ABSENT.items()})
     return ConditionalLatentUNet(
         spatial_dims,
         latent_channels,
@@ -199,6 +245,10 @@ def build_unet(spatial_dims: int, latent_channels: int, condition_kinds: Sequenc
         num_res_blocks=int(cfg["num_res_blocks"]),
         norm_num_groups=int(cfg["norm_num_groups"]),
         condition_dim=int(cfg["condition_dim"]),
+        latent_shape=latent_shape,
+        position_channels=int(cfg["position_channels"]),
+        condition_map_channels=int(cfg["condition_map_channels"]),
+        condition_map_rank=int(cfg["condition_map_rank"]),
     )
 
 
@@ -215,11 +265,12 @@ class VelocityGenerator(nn.Module):
         autoencoder: dict | None = None,
         unet: dict | None = None,
         velocity_shape: Sequence[int] = (),
+        latent_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         ae_cfg = {**AUTOENCODER_DEFAULTS, **(autoencoder or {})}
         self.autoencoder = build_autoencoder(spatial_dims, ae_cfg)
-        self.unet = build_unet(spatial_dims, int(ae_cfg["latent_channels"]), condition_kinds, unet)
+        self.unet = build_unet(spatial_dims, int(ae_cfg["latent_channels"]), condition_kinds, unet, latent_shape)
         self.register_buffer("field_mean", torch.zeros(spatial_dims, *[int(s) for s in velocity_shape]))
 
     def decode_velocity(self, latent: torch.Tensor, velocity_scale: float) -> torch.Tensor:
@@ -238,4 +289,5 @@ def condition_kinds(card) -> list[tuple[str, int]]:
 def build_generator_network(card) -> VelocityGenerator:
     """An untrained :class:`VelocityGenerator` shaped by a model card."""
     shape = card.grids["velocity"]["shape"] if "velocity" in card.grids else [1] * card.spatial_dims
-    return VelocityGenerator(card.spatial_dims, condition_kinds(card), card.autoencoder, card.unet, shape)
+    latent = list(card.latent_shape[1:]) if card.latent_shape else None
+    return VelocityGenerator(card.spatial_dims, condition_kinds(card), card.autoencoder, card.unet, shape, latent)

@@ -45,7 +45,7 @@ class MorphologySettings:
     neighbours: int = 4
     sigma: float = 0.1
     smoothness: float = 1.0
-    sampling_steps: int = 10
+    sampling_steps: int | None = None  # DDIM steps of the target atlases; None: the card's sampling default
 
 
 def gaussian_weights(conditions: np.ndarray, target: np.ndarray, sigma: float) -> np.ndarray:
@@ -167,11 +167,12 @@ def train_morphology(
         sampler = Generator(card_for_sampling, network, torch.device("cpu"))
         objective = MorphologyObjective(network, registration, card, template_work, mp)
         rng_latents: dict[int, torch.Tensor] = {}
+        sampling_steps = int(card.sampling.get("steps", 10) if mp.sampling_steps is None else mp.sampling_steps)
 
         def target_latent(i: int) -> torch.Tensor:
             if i not in rng_latents:
                 with torch.no_grad():
-                    rng_latents[i] = sampler.sample_latent(values[i].numpy(), present[i].numpy(), 0, mp.sampling_steps, float(card.sampling.get("guidance", 1.0)), 0.0)[0]
+                    rng_latents[i] = sampler.sample_latent(values[i].numpy(), present[i].numpy(), 0, sampling_steps, float(card.sampling.get("guidance", 1.0)), 0.0)[0]
             return rng_latents[i]
 
         def make_batch(step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

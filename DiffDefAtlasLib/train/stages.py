@@ -353,7 +353,7 @@ def train_diffusion(fields: FieldSet, settings: StageSettings) -> dict[str, Any]
         scaled = latents * card.latent_scale
         values, present = condition_arrays(fields, card)
         torch.manual_seed(settings.seed)
-        unet = build_unet(card.spatial_dims, int(card.autoencoder["latent_channels"]), condition_kinds(card), card.unet)
+        unet = build_unet(card.spatial_dims, int(card.autoencoder["latent_channels"]), condition_kinds(card), card.unet, card.latent_shape[1:])
         objective = DiffusionObjective(unet, card.scheduler)
         timesteps_total = int(card.scheduler.get("num_train_timesteps", 1000))
 
