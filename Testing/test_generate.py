@@ -191,3 +191,21 @@ def test_cards_without_spatial_inputs_build_the_older_unet():
     assert unet.conv_in.conv.in_channels == 4
     newer = build_unet(3, 4, [("continuous", 0)], dict(UNET_DEFAULTS), (4, 4, 4))
     assert newer.conv_in.conv.in_channels == 4 + UNET_DEFAULTS["position_channels"] + UNET_DEFAULTS["condition_map_channels"]
+
+
+def test_atlas_and_population_draws_take_their_own_step_counts(tiny_model):
+    """Reference: the card's sampling settings: ``steps`` for the atlas, ``sample_steps`` for temperature > 0, and an
+    explicit ``steps`` argument over both. A one-step draw from noise would be the mean again, not a member."""
+    import copy
+
+    from DiffDefAtlasLib.generate.atlas import Generator
+
+    loaded = load_generator(tiny_model, "cpu")
+    card = copy.deepcopy(loaded.card)
+    card.sampling.update(steps=1, sample_steps=4)
+    generator = Generator(card, loaded.network, loaded.device)
+    assert generator.generate({"age": 55}).summary["steps"] == 1
+    assert generator.generate({"age": 55}, temperature=1.0).summary["steps"] == 4
+    assert generator.generate({"age": 55}, temperature=1.0, steps=2).summary["steps"] == 2
+    del card.sampling["sample_steps"]
+    assert generator.generate({"age": 55}, temperature=1.0).summary["steps"] == 1

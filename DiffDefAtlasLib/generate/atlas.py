@@ -162,14 +162,19 @@ class Generator:
 
     # ------------------------------------------------------------------ stages
     def _settings(self, steps: int | None, guidance: float | None, temperature: float | None) -> tuple[int, float, float]:
+        """Resolve unset settings from the card. The atlas (temperature 0) uses ``steps``; a draw from the population
+        (temperature > 0) uses ``sample_steps`` when the card names it: a one-step atlas is the denoiser's
+        conditional-mean estimate, but one step from noise would give that same mean instead of a member."""
         sampling = self.card.sampling
-        steps = int(sampling.get("steps", 25) if steps is None else steps)
-        if steps < 1:
-            raise DiffDefInputError(f"steps: expected a positive number of DDIM steps, found {steps}")
         guidance = float(sampling.get("guidance", 1.0) if guidance is None else guidance)
         temperature = float(sampling.get("temperature", 0.0) if temperature is None else temperature)
         if temperature < 0:
             raise DiffDefInputError(f"temperature: expected a value >= 0, found {temperature}")
+        if steps is None:
+            steps = sampling.get("sample_steps", sampling.get("steps", 25)) if temperature > 0 else sampling.get("steps", 25)
+        steps = int(steps)
+        if steps < 1:
+            raise DiffDefInputError(f"steps: expected a positive number of DDIM steps, found {steps}")
         return steps, guidance, temperature
 
     def denoise(self, latent: torch.Tensor, t: torch.Tensor, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -279,7 +284,7 @@ class Generator:
         timings["total_s"] = time.perf_counter() - start
 
         displacement = u_cpu[0].cpu().numpy().astype(np.float32)
-        norm = np.linalg.norm(displacement, axis=0)
+        norm = torch.linalg.vector_norm(u_cpu[0].float(), dim=0)
         summary: dict[str, Any] = {
             "model": self.name,
             "conditions": resolved,

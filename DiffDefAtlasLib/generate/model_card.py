@@ -90,7 +90,8 @@ class ModelCard:
         velocity_scale: fields are divided by it before encoding (mm).
         latent_scale: latents are multiplied by it before diffusion (unit variance).
         scheduler: DDPM/DDIM settings (``num_train_timesteps``, ``schedule``, ``prediction_type``...).
-        sampling: defaults: ``steps``, ``guidance``, ``temperature``, ``integration_steps``.
+        sampling: defaults: ``steps`` (the atlas), ``sample_steps`` (draws at temperature > 0; ``steps`` when absent),
+            ``guidance``, ``temperature``, ``integration_steps``.
         training: data, subjects, stages and durations.
         metrics: measured figures (see ``docs/generator.md``).
         weights: ``{"file", "sha256", "bytes"}`` of the safetensors file.

@@ -101,6 +101,9 @@ def resample(volume: Volume, grid: Grid, matrix: np.ndarray | None = None, *, la
 
     Linear interpolation for images (float32), nearest for ``labels`` (int64).
     """
+    if (matrix is None or np.array_equal(matrix, np.eye(grid.spatial_dims + 1))) and volume.grid == grid:
+        # same grid, no transform: sampling at the voxel centres returns the voxels themselves
+        return to_tensor(volume, device) if not labels else torch.as_tensor(np.asarray(volume.array).astype(np.int64), device=device)[None, None]
     matrix = np.eye(grid.spatial_dims + 1) if matrix is None else matrix
     displacement = affine_displacement(matrix, grid, torch.float64 if labels else torch.float32, device)
     if labels:
