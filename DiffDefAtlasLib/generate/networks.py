@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -159,7 +160,7 @@ class ConditionalLatentUNet(nn.Module):
         self.latent_shape = tuple(int(s) for s in latent_shape) if latent_shape else ()
         self.position = nn.Parameter(0.1 * torch.randn(1, position_channels, *self.latent_shape)) if position_channels else None
         self.condition_maps = (
-            nn.Sequential(nn.Linear(n_tokens * condition_dim, condition_map_rank), nn.Linear(condition_map_rank, condition_map_channels * int(torch.tensor(self.latent_shape).prod())))
+            nn.Sequential(nn.Linear(n_tokens * condition_dim, condition_map_rank), nn.Linear(condition_map_rank, condition_map_channels * math.prod(self.latent_shape)))
             if condition_map_channels
             else None
         )
