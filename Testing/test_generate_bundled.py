@@ -89,7 +89,9 @@ def _sitk_jacobian_on_index_frame(u: np.ndarray, grid) -> np.ndarray:
     LPS with the flipped direction (``displacement_to_sitk``) would make the filter differentiate ``-u_x`` along ``+x``.
     """
     linear = grid.linear
-    assert np.count_nonzero(linear - np.diag(np.diag(linear))) == 0 and (np.diag(linear) > 0).all()
+    from DiffDefAtlasLib.spatial.grid import is_diagonal
+
+    assert is_diagonal(linear) and (np.diag(linear) > 0).all()
     image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(u, 0, -1).transpose(2, 1, 0, 3)), isVector=True)
     image.SetSpacing(tuple(float(s) for s in grid.spacing))
     return sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(image)).transpose(2, 1, 0)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .grid import Grid
+from .grid import Grid, is_diagonal
 
 Padding = Literal["zeros", "border"]
 
@@ -27,7 +27,7 @@ def _matrix(matrix: np.ndarray, like: torch.Tensor) -> torch.Tensor:
 def apply_matrix(matrix: np.ndarray, field: torch.Tensor) -> torch.Tensor:
     """Multiply every vector of ``field`` ``(B, n, *shape)`` by the n x n ``matrix``."""
     matrix = np.asarray(matrix, dtype=np.float64)
-    if np.count_nonzero(matrix - np.diag(np.diag(matrix))) == 0:  # axis-aligned: one scale per component, no einsum
+    if is_diagonal(matrix):  # axis-aligned: one scale per component, no einsum
         return field * _matrix(np.diag(matrix), field).view(1, -1, *([1] * (field.dim() - 2)))
     return torch.einsum("ij,bj...->bi...", _matrix(matrix, field), field)
 

@@ -10,6 +10,17 @@ import numpy as np
 from ..errors import DiffDefInputError
 
 
+def is_diagonal(matrix: np.ndarray) -> bool:
+    """True when every off-diagonal entry of ``matrix`` is exactly 0 (an axis-aligned linear part).
+
+    Example:
+        >>> is_diagonal(np.diag([1.0, 2.0])), is_diagonal(np.array([[1.0, 1e-9], [0.0, 1.0]]))
+        (True, False)
+    """
+    matrix = np.asarray(matrix)
+    return bool(np.count_nonzero(matrix - np.diag(np.diag(matrix))) == 0)
+
+
 @dataclass(frozen=True, eq=False)
 class Grid:
     """A regular grid: ``shape`` (i, j[, k]) and an ``affine`` from voxel index to RAS mm.

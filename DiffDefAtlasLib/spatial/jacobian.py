@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .fields import apply_matrix
-from .grid import Grid
+from .grid import Grid, is_diagonal
 
 
 def displacement_gradient(displacement: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -19,7 +19,7 @@ def displacement_gradient(displacement: torch.Tensor, grid: Grid) -> torch.Tenso
     n = grid.spatial_dims
     per_axis = torch.gradient(displacement, dim=list(range(2, 2 + n)))  # d u / d index_b, each (B, n, *shape)
     index_per_mm = np.linalg.inv(grid.linear)  # d index_b / d x_c
-    if np.count_nonzero(index_per_mm - np.diag(np.diag(index_per_mm))) == 0:
+    if is_diagonal(index_per_mm):
         # axis-aligned grid (the usual case): the chain rule is one scale per axis, far cheaper than the einsum
         return torch.stack([d * float(index_per_mm[b, b]) for b, d in enumerate(per_axis)], dim=2)
     du_dindex = torch.stack(per_axis, dim=2)  # (B, n_component, n_index, *shape)
