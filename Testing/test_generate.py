@@ -142,16 +142,17 @@ def test_generate_command_line_errors(tiny_model, tmp_path, capsys):
     assert main(["generate", "--model", str(tiny_model), "--set", "age=50", "--set", "age=60", "--out", str(tmp_path / "h")]) == 2
 
 
-def test_fast_resampling_equals_the_spatial_core():
-    """Reference: DiffDefAtlasLib.spatial.resample_displacement between the 2 mm working grid and the 1 mm template grid."""
-    from DiffDefAtlasLib.generate.atlas import _corners_coincide, resample_field
-    from DiffDefAtlasLib.spatial import resample_displacement
+def test_fast_resampling_equals_the_coordinate_path():
+    """Reference: sampling at each 1 mm template voxel's point mapped into the 2 mm working grid (the general path)."""
+    from DiffDefAtlasLib.spatial.fields import _resample_at_coordinates, corners_coincide, resample_displacement
+    from DiffDefAtlasLib.register.inputs import working_grid_for
     from DiffDefAtlasLib.template import template_grid, working_grid
 
     coarse, fine = working_grid(), template_grid("1mm")
-    assert _corners_coincide(coarse, fine) and not _corners_coincide(coarse, coarse.zoomed(2))
+    assert corners_coincide(coarse, fine) and not corners_coincide(coarse, coarse.zoomed(2))
+    assert corners_coincide(working_grid_for(fine, 2.0, 16), fine)  # the registration engine's 1 mm output path too
     field = torch.randn(1, 3, *coarse.shape)
-    torch.testing.assert_close(resample_field(field, coarse, fine), resample_displacement(field, coarse, fine), atol=2e-4, rtol=0)
+    torch.testing.assert_close(resample_displacement(field, coarse, fine), _resample_at_coordinates(field, coarse, fine), atol=2e-4, rtol=0)
 
 
 def _fit_spatial_mean(spatial: bool, steps: int = 200) -> float:

@@ -19,6 +19,7 @@ from .metrics import (
     regularity,
     sharpness,
     trend_slope,
+    trend_slope_interval,
     volume_errors,
     weighted_mean_displacement,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "regularity",
     "sharpness",
     "trend_slope",
+    "trend_slope_interval",
     "volume_errors",
     "weighted_mean_displacement",
 ]

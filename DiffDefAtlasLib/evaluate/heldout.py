@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..imageio import Volume
-from ..spatial import Grid, jacobian_determinant, resample_displacement, warp_image, warp_labels
+from ..spatial import Grid, jacobian_determinant, resample_displacement, vector_length, warp_image, warp_labels
 from .metrics import centrality, label_volumes, regularity, sharpness, volume_errors, weighted_mean_displacement
 from .neighbourhood import condition_weights, normalised_conditions
 from .records import EvaluationResult, condition_label, mid_slice
@@ -159,7 +159,7 @@ def evaluate_heldout(
                 u = method.displacement(conditions, grid).float()
                 own_atlases.append(warp_image(image_t, u, grid))
             d_own = register_images(network, torch.cat(own_atlases), images, mask_t, grid)
-        own = [float(torch.linalg.vector_norm(d, dim=0)[torch.from_numpy(brain)].mean()) for d in d_own]
+        own = [float(vector_length(d)[torch.from_numpy(brain)].mean()) for d in d_own]
         for target in targets:
             label = condition_label(target)
             if progress:

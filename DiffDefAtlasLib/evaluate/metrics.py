@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..register.engine import dice_per_label
-from ..spatial import Grid, compose_displacements, folding_ratio, jacobian_determinant, jacobian_smoothness
+from ..spatial import Grid, compose_displacements, folding_ratio, jacobian_determinant, jacobian_smoothness, vector_length
 
 __all__ = [
     "centrality",
@@ -29,6 +29,7 @@ __all__ = [
     "regularity",
     "sharpness",
     "trend_slope",
+    "trend_slope_interval",
     "volume_errors",
     "weighted_mean_displacement",
 ]
@@ -98,7 +99,7 @@ def centrality(mean_displacement: torch.Tensor, mask: np.ndarray | torch.Tensor 
         >>> centrality(weighted_mean_displacement(d, [1, 1]))
         0.0
     """
-    norm = torch.linalg.vector_norm(mean_displacement.double(), dim=0)
+    norm = vector_length(mean_displacement.double())
     m = _mask_tensor(mask)
     return float(norm[m].mean() if m is not None else norm.mean())
 
@@ -160,3 +161,27 @@ def trend_slope(x: Sequence[float], y: Sequence[float]) -> float:
     if keep.sum() < 2 or np.ptp(x[keep]) == 0:
         return float("nan")
     return round(float(np.polyfit(x[keep], y[keep], 1)[0]), 12)
+
+
+def trend_slope_interval(x: Sequence[float], y: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
+    """Least-squares slope of ``y`` on ``x`` with its normal-approximation interval ``slope +/- z * SE``.
+
+    ``SE`` is the ordinary least-squares standard error of the slope (residual variance over ``n - 2``); ``z = 1.96``
+    gives the usual 95 % interval. It tells whether an atlas's trend is consistent with a trend measured on few
+    subjects. Returns ``(slope, low, high)``; NaNs with fewer than 3 usable points.
+
+    Example:
+        >>> slope, low, high = trend_slope_interval([1, 2, 3, 4], [2.1, 3.9, 6.0, 8.0])
+        >>> round(slope, 2), low < slope < high
+        (1.98, True)
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.ptp(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (intercept + slope * x)
+    se = float(np.sqrt(residual @ residual / (len(x) - 2) / np.sum((x - x.mean()) ** 2)))
+    return float(slope), float(slope - z * se), float(slope + z * se)
+

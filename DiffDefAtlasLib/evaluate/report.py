@@ -84,8 +84,12 @@ def markdown_table(result: EvaluationResult, reference: str | None = "truth") ->
 
 
 def trend_table(result: EvaluationResult) -> str:
-    """Ventricle size against age: least-squares slope per year of each method's atlases and of the data, per sex."""
-    from .metrics import trend_slope
+    """Ventricle size against age: least-squares slope per year of each method's atlases and of the data, per sex.
+
+    The data row carries the slope's 95 % interval (normal approximation), so an atlas slope can be read as
+    consistent with the data or not.
+    """
+    from .metrics import trend_slope, trend_slope_interval
 
     key = next((k for k in ("ventricle_ml", "ventricle_size") if k in result.metric_names), None)
     if key is None:
@@ -103,7 +107,8 @@ def trend_table(result: EvaluationResult) -> str:
         cells = []
         for sex in sexes:
             keep = [i for i, s in enumerate(data["sex"]) if s == sex]
-            cells.append(f"{trend_slope([data['age'][i] for i in keep], [data['ventricle'][i] for i in keep]):.4g} (n={len(keep)})")
+            slope, low, high = trend_slope_interval([data["age"][i] for i in keep], [data["ventricle"][i] for i in keep])
+            cells.append(f"{slope:.4g} (95% CI {low:.3g} to {high:.3g}; n={len(keep)})")
         lines.append("| data (subjects) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -30,6 +30,7 @@ from ..spatial import (
     integrate_velocity,
     jacobian_determinant,
     resample_displacement,
+    vector_length,
     warp_image,
     warp_labels,
 )
@@ -117,30 +118,6 @@ def label_volumes(labels: np.ndarray, grid: Grid, names: Mapping[int, str]) -> d
     return {name: round(float(counts[value]) * scale, 4) for value, name in names.items() if value != 0}
 
 
-def _corners_coincide(grid: Grid, new_grid: Grid) -> bool:
-    """True when both grids are axis-aligned with the same first and last voxel centres (e.g. 2 mm and 1 mm grids over
-    one field of view): then linear resampling between them is ``F.interpolate(..., align_corners=True)``."""
-    n = grid.spatial_dims
-    if new_grid.spatial_dims != n:
-        return False
-    for g in (grid, new_grid):
-        if not np.allclose(g.linear, np.diag(np.diag(g.linear)), atol=1e-9):
-            return False
-    first = np.allclose(grid.origin, new_grid.origin, atol=1e-6)
-    last = np.allclose(grid.voxel_to_world_points(np.array(grid.shape) - 1.0), new_grid.voxel_to_world_points(np.array(new_grid.shape) - 1.0), atol=1e-6)
-    return bool(first and last)
-
-
-def resample_field(field: torch.Tensor, grid: Grid, new_grid: Grid) -> torch.Tensor:
-    """:func:`~DiffDefAtlasLib.spatial.resample_displacement`, with a fast path for grids whose corner voxel centres
-    coincide (the 2 mm working grid and the 1 mm template grid): the same linear interpolation at the same points,
-    computed by ``F.interpolate`` without building a coordinate grid (tested equal to the general function)."""
-    if _corners_coincide(grid, new_grid):
-        mode = "trilinear" if grid.spatial_dims == 3 else "bilinear"
-        return torch.nn.functional.interpolate(field, size=tuple(new_grid.shape), mode=mode, align_corners=True)
-    return resample_displacement(field, grid, new_grid)
-
-
 class Generator:
     """A loaded generator: model card, networks and device. Build it with :func:`~.bundled.load_generator`."""
 
@@ -200,7 +177,7 @@ class Generator:
         v = resample_displacement(velocity, self.velocity_grid, self.working_grid)
         u = integrate_velocity(v, self.working_grid, steps=steps)
         grid = self.output_grid if grid is None else grid
-        return u if grid == self.working_grid else resample_field(u, self.working_grid, grid)
+        return u if grid == self.working_grid else resample_displacement(u, self.working_grid, grid)
 
     @torch.no_grad()
     def sample_velocity(
@@ -259,8 +236,8 @@ class Generator:
         if grid == self.working_grid:
             u, jac = u_work, jac_work
         else:
-            u = resample_field(u_work, self.working_grid, grid)
-            jac = resample_field(jac_work[:, None], self.working_grid, grid)[:, 0]
+            u = resample_displacement(u_work, self.working_grid, grid)
+            jac = resample_displacement(jac_work[:, None], self.working_grid, grid)[:, 0]
         timings["integration_s"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
@@ -284,7 +261,7 @@ class Generator:
         timings["total_s"] = time.perf_counter() - start
 
         displacement = u_cpu[0].cpu().numpy().astype(np.float32)
-        norm = torch.linalg.vector_norm(u_cpu[0].float(), dim=0)
+        norm = vector_length(u_cpu[0].float())
         summary: dict[str, Any] = {
             "model": self.name,
             "conditions": resolved,

@@ -89,6 +89,7 @@ def evaluate_oasis2d(model: str = "oasis2d", age_offset: float = 20.0, steps: in
     inside the template brain mask) of each, per subject and on average. Needs ``../shared/data``."""
     from ..population.oasis2d import load_oasis_template, load_slices, register_batch
     from ..population.svf_fit import velocity_to_displacement
+    from ..spatial import vector_length
     from ..train.data import oasis2d_fields
     from .bundled import load_generator
 
@@ -122,7 +123,7 @@ def evaluate_oasis2d(model: str = "oasis2d", age_offset: float = 20.0, steps: in
         # one batched instance-optimisation fit per kind of atlas (the population helper's OASIS settings)
         velocity, _ = register_batch(torch.cat(stack), images, chunk=len(ids))
         u = velocity_to_displacement(velocity, validation.grid, card.grid("output"))
-        norms = [float(torch.linalg.vector_norm(u[i], dim=0)[brain].mean()) for i in range(len(ids))]
+        norms = [float(vector_length(u[i])[brain].mean()) for i in range(len(ids))]
         result[f"mean_displacement_{key}_mm"] = float(np.mean(norms))
         result[f"per_subject_{key}_mm"] = norms
     own = np.array(result["per_subject_own_mm"])

@@ -31,6 +31,7 @@ from .inputs import (
     dilate,
     normalise_intensity,
     resample,
+    resample_image,
     to_tensor,
     working_grid_for,
 )
@@ -230,7 +231,8 @@ def _deformable(
     start: float,
 ) -> RegistrationResult:
     t0 = time.perf_counter()
-    moving_w = resample(moving, wgrid, matrix, device=device)
+    moving_t = to_tensor(moving, device)  # converted once: the working-grid input and the full-resolution warp share it
+    moving_w = resample_image(moving_t, moving.grid, wgrid, matrix)
     fixed_in, moving_in = prepare_network_inputs(fixed_w, moving_w, mask_w, wgrid)
     with torch.no_grad():
         displacement_w, velocity, lam = network.predict_displacement(moving_in, fixed_in, wgrid)
@@ -262,15 +264,16 @@ def _deformable(
         grid = atlas.grid
         deformable = displacement_w if grid == wgrid else resample_displacement(displacement_w, wgrid, grid)
         total = compose_with_affine(matrix, deformable, grid)
-        warped = warp_image(to_tensor(moving, device), total, grid, moving.grid)
+        warped = warp_image(moving_t, total, grid, moving.grid)
         jacobian = jacobian_determinant(total, grid)
+        atlas_t = to_tensor(atlas, device)
         if atlas_mask is not None:
             mask = (resample(atlas_mask, grid, labels=True, device=device) > 0).float()
         elif grid == wgrid:
             mask = mask_w
         else:
-            mask = brain_mask_from_image(to_tensor(atlas, device))
-        ncc = brain_ncc(warped, to_tensor(atlas, device), mask)
+            mask = brain_mask_from_image(atlas_t)
+        ncc = brain_ncc(warped, atlas_t, mask)
         jac_summary = jacobian_summary(jacobian, grid, mask[:, 0])
         jac_summary["folding_ratio_nonpositive_all_voxels"] = float((jacobian <= 0).float().mean())
         timings["resample_s"] = time.perf_counter() - t0

@@ -89,11 +89,12 @@ def compose_with_affine(matrix: np.ndarray, displacement: torch.Tensor, grid: Gr
 
 
 def to_tensor(volume: Volume, device=None, dtype=torch.float32) -> torch.Tensor:
-    """A volume's array as a ``(1, 1, *shape)`` tensor."""
-    array = np.ascontiguousarray(volume.array)
-    if not array.flags.writeable:  # template arrays are shared and read-only
-        array = array.copy()
-    return torch.as_tensor(array, device=device).to(dtype)[None, None]
+    """A volume's array as a ``(1, 1, *shape)`` tensor (one copy at most: layout, type and writeability at once)."""
+    array = np.asarray(volume.array)
+    wanted = torch.empty((), dtype=dtype).numpy().dtype
+    if not (array.flags.c_contiguous and array.flags.writeable and array.dtype == wanted):  # template arrays are read-only
+        array = np.array(array, dtype=wanted, order="C")
+    return torch.from_numpy(array).to(device)[None, None]
 
 
 def resample(volume: Volume, grid: Grid, matrix: np.ndarray | None = None, *, labels: bool = False, device=None) -> torch.Tensor:
@@ -101,15 +102,25 @@ def resample(volume: Volume, grid: Grid, matrix: np.ndarray | None = None, *, la
 
     Linear interpolation for images (float32), nearest for ``labels`` (int64).
     """
-    if (matrix is None or np.array_equal(matrix, np.eye(grid.spatial_dims + 1))) and volume.grid == grid:
-        # same grid, no transform: sampling at the voxel centres returns the voxels themselves
-        return to_tensor(volume, device) if not labels else torch.as_tensor(np.asarray(volume.array).astype(np.int64), device=device)[None, None]
-    matrix = np.eye(grid.spatial_dims + 1) if matrix is None else matrix
-    displacement = affine_displacement(matrix, grid, torch.float64 if labels else torch.float32, device)
-    if labels:
-        labels = torch.as_tensor(np.asarray(volume.array).astype(np.int64), device=device)[None, None]
-        return warp_labels(labels, displacement, grid, volume.grid)
-    return warp_image(to_tensor(volume, device), displacement, grid, volume.grid)
+    if not labels:
+        return resample_image(to_tensor(volume, device), volume.grid, grid, matrix)
+    values = torch.as_tensor(np.asarray(volume.array).astype(np.int64), device=device)[None, None]
+    if _is_identity(matrix, grid) and volume.grid == grid:
+        return values
+    displacement = affine_displacement(np.eye(grid.spatial_dims + 1) if matrix is None else matrix, grid, torch.float64, device)
+    return warp_labels(values, displacement, grid, volume.grid)
+
+
+def resample_image(image: torch.Tensor, image_grid: Grid, grid: Grid, matrix: np.ndarray | None = None) -> torch.Tensor:
+    """:func:`resample` for an image already held as a ``(1, 1, *shape)`` tensor on ``image_grid`` (linear)."""
+    if _is_identity(matrix, grid) and image_grid == grid:
+        return image  # same grid, no transform: sampling at the voxel centres returns the voxels themselves
+    displacement = affine_displacement(np.eye(grid.spatial_dims + 1) if matrix is None else matrix, grid, torch.float32, image.device)
+    return warp_image(image, displacement, grid, image_grid)
+
+
+def _is_identity(matrix: np.ndarray | None, grid: Grid) -> bool:
+    return matrix is None or np.array_equal(matrix, np.eye(grid.spatial_dims + 1))
 
 
 def dilate(mask: torch.Tensor, voxels: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from .fields import (
     resize_velocity,
     to_physical_units,
     to_voxel_units,
+    vector_length,
     warp_image,
     warp_labels,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "save_displacement_nifti",
     "to_physical_units",
     "to_voxel_units",
+    "vector_length",
     "warp_image",
     "warp_labels",
 ]

@@ -53,6 +53,19 @@ def _index_grid(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0).unsqueeze(0)
 
 
+def vector_length(field: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Euclidean length of the vectors stored along ``dim`` (e.g. ``(ndim, *shape)`` -> ``(*shape)``).
+
+    Written as a sum of squares: on CPU ``torch.linalg.vector_norm`` over a leading axis of a 1 mm field was 16x
+    slower (0.8 s against 0.05 s for 3 x 159 x 191 x 159 values, 2 threads).
+
+    Example:
+        >>> vector_length(torch.tensor([[3.0, 0.0], [4.0, 1.0]]))
+        tensor([5., 1.])
+    """
+    return field.square().sum(dim).sqrt()
+
+
 def sample_at_voxels(image: torch.Tensor, coords: torch.Tensor, mode: str = "bilinear", padding: Padding = "zeros") -> torch.Tensor:
     """Sample ``image`` ``(B, C, *shape_in)`` at fractional voxel indices ``coords`` ``(B, ndim, *shape_out)``.
 
@@ -180,11 +193,30 @@ def invert_displacement(displacement: torch.Tensor, grid: Grid, iterations: int 
     return inverse
 
 
+def corners_coincide(grid: Grid, new_grid: Grid) -> bool:
+    """True when both grids are axis-aligned with the same first and last voxel centres (e.g. the 2 mm working grid and
+    the 1 mm template grid over one field of view): then linear resampling between them is ``F.interpolate`` with
+    ``align_corners=True``, at the same points as the general path and without building a coordinate grid.
+
+    Example:
+        >>> g = Grid((3, 3), np.diag([2.0, 2.0, 1.0]))
+        >>> corners_coincide(g, Grid((5, 5), np.diag([1.0, 1.0, 1.0]))), corners_coincide(g, g.zoomed(2))
+        (True, False)
+    """
+    n = grid.spatial_dims
+    if new_grid.spatial_dims != n or not (is_diagonal(grid.linear) and is_diagonal(new_grid.linear)):
+        return False
+    first = np.allclose(grid.origin, new_grid.origin, atol=1e-6)
+    last = np.allclose(grid.voxel_to_world_points(np.array(grid.shape) - 1.0), new_grid.voxel_to_world_points(np.array(new_grid.shape) - 1.0), atol=1e-6)
+    return bool(first and last)
+
+
 def resample_displacement(displacement: torch.Tensor, grid: Grid, new_grid: Grid) -> torch.Tensor:
     """Resample a field onto ``new_grid`` (linear, border-extended).
 
     Vectors are in mm, so they keep their length when the spacing changes; use :func:`to_voxel_units` on the
     result if voxel units of the new grid are wanted (that is where the rescaling by the spacing ratio happens).
+    Grids whose corner voxel centres coincide (:func:`corners_coincide`) take ``F.interpolate``.
 
     Example:
         >>> g = Grid((80, 96, 80), np.diag([2.0, 2.0, 2.0, 1.0]))
@@ -192,6 +224,14 @@ def resample_displacement(displacement: torch.Tensor, grid: Grid, new_grid: Grid
         >>> resample_displacement(u, g, g.zoomed(2)).shape
         torch.Size([1, 3, 40, 48, 40])
     """
+    if corners_coincide(grid, new_grid):
+        mode = "trilinear" if grid.spatial_dims == 3 else "bilinear"
+        return F.interpolate(displacement, size=tuple(new_grid.shape), mode=mode, align_corners=True)
+    return _resample_at_coordinates(displacement, grid, new_grid)
+
+
+def _resample_at_coordinates(displacement: torch.Tensor, grid: Grid, new_grid: Grid) -> torch.Tensor:
+    """The general path of :func:`resample_displacement`: sample at the new grid's points mapped into ``grid``."""
     zero = torch.zeros((displacement.shape[0], grid.spatial_dims, *new_grid.shape), dtype=displacement.dtype, device=displacement.device)
     coords = moving_voxel_coordinates(zero, new_grid, grid)
     return sample_at_voxels(displacement, coords, "bilinear", "border")

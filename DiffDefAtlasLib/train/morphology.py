@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import DiffDefInputError
-from ..spatial import Grid, integrate_velocity, resample_displacement, warp_image
+from ..spatial import integrate_velocity, resample_displacement, warp_image
 from .data import FieldSet
 from .stages import StageSettings, assemble_network, condition_arrays, load_draft, run_stage, save_draft, _stage_record
 from .ddp import cleanup, init_distributed
@@ -145,7 +144,6 @@ def train_morphology(
     ``registration`` defaults to the bundled frozen network (:func:`DiffDefAtlasLib.register.load_registration_network`).
     """
     from ..generate.atlas import Generator
-    from ..generate.conditions import encode_conditions
 
     mp = mp or MorphologySettings()
     context = init_distributed(settings.device)
