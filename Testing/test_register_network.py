@@ -34,6 +34,36 @@ def test_forward_shapes_and_lambda_support():
     assert float(lam.min()) > 0 and float(lam.max()) < 1
 
 
+def test_velocity_smoothing_is_a_gaussian_of_the_raw_velocity():
+    """Reference: scipy's separable convolution of the unsmoothed network's velocity (same weights) with the Gaussian
+    integrated over each voxel (erf differences, 4 sigma tails, normalised), away from the edges; the bundled 3D
+    card turns the smoothing on."""
+    from dataclasses import replace
+
+    from scipy.ndimage import convolve1d
+    from scipy.special import erf
+
+    torch.manual_seed(0)
+    raw = RegistrationNetwork(SMALL)
+    with torch.no_grad():
+        raw.velocity_head.conv.weight.normal_(0.0, 0.3)  # a rough field, so smoothing has something to do
+        smooth = RegistrationNetwork(replace(SMALL, velocity_smoothing_voxels=1.0))
+        smooth.load_state_dict(raw.state_dict())  # no extra state: older weight files load unchanged
+        moving, fixed = torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64)
+        v_raw, _ = raw.forward_coarse(moving, fixed)
+        v_smooth, _ = smooth.forward_coarse(moving, fixed)
+    taps = np.arange(-4, 5, dtype=np.float64)
+    kernel = 0.5 * (erf((taps + 0.5) / np.sqrt(2.0)) - erf((taps - 0.5) / np.sqrt(2.0)))
+    kernel /= kernel.sum()
+    reference = v_raw[0].double().numpy()
+    for axis in (1, 2):
+        reference = convolve1d(reference, kernel, axis=axis, mode="constant")
+    inner = (slice(None), slice(5, -5), slice(5, -5))
+    np.testing.assert_allclose(v_smooth[0].double().numpy()[inner], reference[inner], atol=1e-4 * float(v_raw.abs().max()))
+    assert float(torch.diff(v_smooth, dim=-1).square().mean()) < 0.5 * float(torch.diff(v_raw, dim=-1).square().mean())
+    assert read_model_card(3)["network"]["velocity_smoothing_voxels"] > 0
+
+
 def test_sizes_must_be_multiples_of_the_total_stride():
     """A 30x48 image cannot pass a network that halves it four times: a clear input error."""
     with pytest.raises(DiffDefInputError, match="multiples of 16"):

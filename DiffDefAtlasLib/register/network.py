@@ -28,6 +28,9 @@ from ..spatial import Grid, integrate_velocity
 class NetworkConfig:
     """Architecture of :class:`RegistrationNetwork`; stored in the model card so the weights can be rebuilt.
 
+    ``velocity_smoothing_voxels`` > 0 smooths the predicted velocity with a Gaussian of that sigma (coarse voxels)
+    before it is used: a regularity/accuracy trade-off chosen after training (0 = the network's raw output).
+
     Example:
         >>> NetworkConfig(spatial_dims=2).shape_multiple
         16
@@ -44,6 +47,7 @@ class NetworkConfig:
     lambda_init: float = 0.5
     spatially_varying: bool = True
     working_spacing_mm: float = 2.0
+    velocity_smoothing_voxels: float = 0.0
 
     @property
     def shape_multiple(self) -> int:
@@ -158,12 +162,22 @@ class RegistrationNetwork(nn.Module):
         x = torch.cat([moving, fixed], dim=1)
         x = pool_to_coarse(x, self.config.downsample)
         features = F.leaky_relu(self.backbone(x), 0.2)
-        velocity = self.velocity_head(features) * self.config.velocity_scale_mm
+        velocity = self.smooth_velocity(self.velocity_head(features) * self.config.velocity_scale_mm)
         if self.config.spatially_varying:
             lam = torch.sigmoid(self.lambda_head(features))
         else:
             lam = torch.full_like(velocity[:, :1], self.config.lambda_init)
         return velocity, lam
+
+    def smooth_velocity(self, velocity: torch.Tensor) -> torch.Tensor:
+        """The Gaussian of ``config.velocity_smoothing_voxels`` (MONAI ``GaussianFilter``) applied to a coarse
+        velocity; the velocity itself when the setting is 0."""
+        sigma = float(self.config.velocity_smoothing_voxels)
+        if sigma <= 0:
+            return velocity
+        from monai.networks.layers import GaussianFilter  # built per call: it holds no state, so weight files are unchanged
+
+        return GaussianFilter(self.config.spatial_dims, sigma).to(velocity.device)(velocity)
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(velocity, lambda_map)`` on the working grid: ``(B, ndim, *shape)`` RAS mm and ``(B, 1, *shape)`` in (0, 1).

@@ -1,7 +1,9 @@
 """Instance optimisation: refine the network's velocity field on one pair with Adam, on the same loss.
 
 Only the coarse velocity is optimised; λ(x) from the network stays fixed and weights the smoothness term, so the
-refined field keeps the learned, spatially varying regularity. Useful for scans unlike the training data.
+refined field keeps the learned, spatially varying regularity. When the network smooths its velocity
+(``velocity_smoothing_voxels``), the refinement optimises through the same smoothing, so it cannot roughen the field
+back. Useful for scans unlike the training data.
 """
 
 from __future__ import annotations
@@ -53,15 +55,17 @@ def refine_velocity(
     with torch.enable_grad():
         for step in range(steps):
             optimiser.zero_grad(set_to_none=True)
+            current = network.smooth_velocity(parameter)
             if on_coarse_grid:
-                warped = warp_image(moving, integrate_velocity(parameter, field_grid, network.config.integration_steps), field_grid)
+                warped = warp_image(moving, integrate_velocity(current, field_grid, network.config.integration_steps), field_grid)
             else:
-                warped = warp_image(moving, network.integrate(parameter, grid), grid)
+                warped = warp_image(moving, network.integrate(current, grid), grid)
             loss = masked_lncc(warped, fixed, mask, loss_config.kernel_size)
-            loss = loss + loss_config.smooth_weight * weighted_gradient_energy(parameter, field_grid, lam)
+            loss = loss + loss_config.smooth_weight * weighted_gradient_energy(current, field_grid, lam)
             loss.backward()
             optimiser.step()
             history.append(float(loss.detach()))
             if step_callback is not None:
                 step_callback(step, history[-1])
-    return parameter.detach(), history
+    with torch.no_grad():
+        return network.smooth_velocity(parameter.detach()), history

@@ -87,6 +87,13 @@ def moving_voxel_coordinates(displacement: torch.Tensor, grid: Grid, moving_grid
     n = grid.spatial_dims
     # index -> world (fixed) -> voxel (moving), as one affine; then add the displacement in moving voxel units.
     fixed_to_moving = moving_grid.world_to_voxel @ grid.affine
+    if is_diagonal(fixed_to_moving[:n, :n]):
+        # axis-aligned: each index axis maps to one moving axis, so add it by broadcasting (no full index grid)
+        coords = apply_matrix(moving_grid.world_to_voxel[:n, :n], displacement)
+        for d in range(n):
+            axis = torch.arange(grid.shape[d], dtype=coords.dtype, device=coords.device) * float(fixed_to_moving[d, d]) + float(fixed_to_moving[d, n])
+            coords[:, d] += axis.view([grid.shape[d] if e == d else 1 for e in range(n)])
+        return coords
     base = apply_matrix(fixed_to_moving[:n, :n], _index_grid(grid.shape, displacement))
     base = base + _matrix(fixed_to_moving[:n, -1], displacement).view(1, n, *([1] * n))
     return base + apply_matrix(moving_grid.world_to_voxel[:n, :n], displacement)
