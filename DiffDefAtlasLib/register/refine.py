@@ -17,6 +17,12 @@ from .losses import LossConfig, masked_lncc, weighted_gradient_energy
 from .network import RegistrationNetwork, coarse_grid, pool_to_coarse
 
 
+#: Refinement loss: the training loss with twice its smoothness weight. With the training weight (2.0) refinement
+#: roughened the field to a std of log det J of 0.317 on the 2 mm benchmark; 4.0 gave 0.25 on 4 of its pairs for
+#: 0.006 less Dice (docs/registration.md).
+REFINE_LOSS = LossConfig(smooth_weight=4.0)
+
+
 def refine_velocity(
     network: RegistrationNetwork,
     velocity: torch.Tensor,
@@ -28,7 +34,7 @@ def refine_velocity(
     *,
     steps: int = 200,
     learning_rate: float = 0.1,
-    loss_config: LossConfig = LossConfig(),
+    loss_config: LossConfig = REFINE_LOSS,
     on_coarse_grid: bool = True,
     step_callback: Callable[[int, float], None] | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
