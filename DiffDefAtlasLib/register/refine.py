@@ -47,7 +47,7 @@ def refine_velocity(
 
     Example:
         >>> v, history = refine_velocity(net, v0, lam, moving, fixed, mask, grid, steps=100)  # doctest: +SKIP
-        >>> history[-1] <= history[0]
+        >>> history[-1] <= history[0]  # doctest: +SKIP
         True
     """
     field_grid = coarse_grid(grid, network.config.downsample)
