@@ -120,3 +120,18 @@ def test_corrupt_weights_are_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(DiffDefInputError, match="checksum"):
         load_registration_network(2, folder=folder)
+
+
+def test_bundled_3d_network_leaves_the_template_on_itself():
+    """Reference: the identity. An image registered to itself should not move; atlases are template-contrast images,
+    so this is what the morphology-preservation stage relies on. Measured through the public engine at 2 mm."""
+    from DiffDefAtlasLib.register.engine import register_to_atlas
+    from DiffDefAtlasLib.template import load_template
+
+    template = load_template("2mm")
+    result = register_to_atlas(template.t1, template.t1, affine=False, device="cpu")
+    displacement = np.asarray(result.displacement, dtype=np.float64)
+    inside = np.asarray(template.brain_mask.array) > 0
+    length = np.sqrt((displacement**2).sum(0))[inside]
+    assert length.mean() < 0.5, f"mean displacement {length.mean():.2f} mm"
+    assert np.percentile(length, 95) < 1.0, f"95th percentile {np.percentile(length, 95):.2f} mm"

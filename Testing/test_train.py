@@ -107,6 +107,45 @@ def test_morphology_stage_with_random_registration_network(tmp_path):
     assert result["step"] == 2 and len(rows) == 2
     assert all(np.isfinite(float(r["mean_displacement_sq"])) for r in rows)
 
+    # Neighbours identical to the atlas: with the self-registration subtracted the MP term is exactly zero, even for a
+    # network that does not map an image onto itself (a constant velocity bias); without it, it is that bias squared.
+    from DiffDefAtlasLib.train.morphology import MorphologyObjective, template_on_working_grid
+    from DiffDefAtlasLib.train.stages import assemble_network, load_draft
+
+    card = load_draft(tmp_path)
+    network = assemble_network(tmp_path, card, use_mp=False)
+    torch.nn.init.constant_(registration.velocity_head.conv.bias, 0.3)
+    image, mask = template_on_working_grid(card), template_on_working_grid(card, mask=True)
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    latents = torch.randn(1, *card.latent_shape)
+    terms = {}
+    for subtract in (True, False):
+        objective = MorphologyObjective(network, registration, card, image, MorphologySettings(neighbours=2, subtract_self_registration=subtract), mask)
+        with torch.no_grad():
+            atlas = objective.atlas(latents)[2]
+            terms[subtract] = float(objective(latents, atlas.unsqueeze(1).repeat(1, 2, 1, 1, 1), torch.ones(1, 2))["mean_displacement_sq"])
+    assert terms[True] == 0.0
+    assert terms[False] > 1e-3
+
+
+def test_neighbours_are_drawn_in_proportion_to_their_weights():
+    """Reference: the Gaussian weights written out by hand; a subject lacking a condition the target sets (NaN) is never
+    drawn, and a condition the target lacks is left out of the distance."""
+    from DiffDefAtlasLib.train.morphology import draw_neighbours
+
+    space = np.array([[0.5, 0.0], [0.5, 0.0], [0.6, 0.0], [0.7, np.nan], [0.3, 1.0]])
+    rng = np.random.default_rng(0)
+    counts = np.bincount(np.concatenate([draw_neighbours(space, 0, 1, 0.1, rng) for _ in range(6000)]), minlength=5)
+    expected = np.array([0.0, 1.0, np.exp(-0.5), 0.0, 0.0])
+    np.testing.assert_allclose(counts / counts.sum(), expected / expected.sum(), atol=0.02)
+    target_lacks_second = np.array([[0.5, np.nan], [0.7, 0.0], [0.5, 1.0]])
+    counts = np.bincount(np.concatenate([draw_neighbours(target_lacks_second, 0, 1, 0.1, rng) for _ in range(6000)]), minlength=3)
+    expected = np.array([0.0, np.exp(-2.0), 1.0])
+    np.testing.assert_allclose(counts / counts.sum(), expected / expected.sum(), atol=0.02)
+    # three subjects have non-zero weight (subject 4's is about 1e-23): all three, each once
+    assert sorted(draw_neighbours(space, 0, 3, 0.1, rng).tolist()) == [1, 2, 4]
+    assert set(draw_neighbours(space, 0, 5, 0.1, rng).tolist()) <= {1, 2, 4}  # more than there are: repeats
+
 
 def _ddp_worker(rank: int, world: int, port: int, fields: torch.Tensor, noise: torch.Tensor, state: dict, out: dict) -> None:
     import os

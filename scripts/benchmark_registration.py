@@ -19,6 +19,7 @@ exclude one untimed warm-up run on the first pair (``--no-warmup`` times it cold
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -99,7 +100,22 @@ def _metrics(displacement: np.ndarray, grid, moving, labels, template, ventricle
     }
 
 
-def run_method(method: str, resolution: str, limit: int | None, refine: int, threads: int, queue, warmup: bool = True) -> None:
+_NETWORK_FOLDER: str | None = None  # --network: a 3D model folder for the learned methods (None: the bundled one)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_network(folder: str):
+    from DiffDefAtlasLib.register import load_registration_network
+
+    return load_registration_network(3, device="cpu", folder=folder)
+
+
+def _learned_network():
+    """The 3D network of the learned methods (loaded once per process), or None for the bundled default."""
+    return None if _NETWORK_FOLDER is None else _load_network(_NETWORK_FOLDER)
+
+
+def run_method(method: str, resolution: str, limit: int | None, refine: int, threads: int, queue, warmup: bool = True, network: str | None = None) -> None:
     """Child process: run one method on every pair; put (results, peak RSS in MB, warm-up seconds) on ``queue``.
 
     With ``warmup`` the first pair is registered once untimed before the timed runs, so one-time costs (imports,
@@ -107,6 +123,8 @@ def run_method(method: str, resolution: str, limit: int | None, refine: int, thr
     """
     import resource
 
+    global _NETWORK_FOLDER
+    _NETWORK_FOLDER = network
     _threads(threads)
     from DiffDefAtlasLib.template import load_template
 
@@ -136,13 +154,13 @@ def run_method(method: str, resolution: str, limit: int | None, refine: int, thr
 def _run_learned(image, template, refine):
     from DiffDefAtlasLib.register import register_to_atlas
 
-    return register_to_atlas(image, template.t1, atlas_mask=template.brain_mask, device="cpu").displacement
+    return register_to_atlas(image, template.t1, atlas_mask=template.brain_mask, device="cpu", network=_learned_network()).displacement
 
 
 def _run_learned_refine(image, template, refine):
     from DiffDefAtlasLib.register import register_to_atlas
 
-    return register_to_atlas(image, template.t1, atlas_mask=template.brain_mask, refine=refine, device="cpu").displacement
+    return register_to_atlas(image, template.t1, atlas_mask=template.brain_mask, refine=refine, device="cpu", network=_learned_network()).displacement
 
 
 def _run_sitk_demons(image, template, refine):
@@ -341,6 +359,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--network", type=Path, help="3D model folder for the learned methods (default: the bundled registration3d)")
     parser.add_argument("--no-warmup", action="store_true", help="time the first pair cold (imports and weight loading included)")
     parser.add_argument("--oasis2d", action="store_true", help="run the 2D OASIS check instead")
     parser.add_argument("--compare-2d", type=Path, action="append", default=[], help="another 2D model folder (e.g. the uniform-λ ablation)")
@@ -363,7 +382,8 @@ def main(argv=None) -> int:
     for method in methods:
         print(f"running {method} ...", flush=True)
         queue = context.Queue()
-        process = context.Process(target=run_method, args=(method, args.resolution, args.pairs, args.refine, args.threads, queue, not args.no_warmup))
+        process = context.Process(target=run_method, args=(method, args.resolution, args.pairs, args.refine, args.threads, queue, not args.no_warmup,
+                                                                   None if args.network is None else str(args.network)))
         process.start()
         results, rss, warmup_s = queue.get()
         process.join()

@@ -13,6 +13,7 @@ Usage (resumable: run the same command again to continue from the checkpoint in 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -56,14 +57,14 @@ def network_config(dims: int, uniform: bool, lambda_value: float = 0.5) -> Netwo
                          lambda_init=lambda_value)
 
 
-def sampler_3d(work: Path, seed: int, wait_for_cache: bool = True):
+def sampler_3d(work: Path, seed: int, wait_for_cache: bool = True, template_fraction: float = 0.0):
     from DiffDefAtlasLib.register.training_data import TemplatePairSampler, cache_subjects, load_cached
 
     if wait_for_cache:
         paths = cache_subjects(work / "cache3d", log=lambda m: print(m, flush=True))
     else:  # train on what is cached so far; subjects cached meanwhile by another process join as they appear
         paths = sorted(p for p in (work / "cache3d").glob("*.npz") if not p.name.startswith("."))
-    sampler = TemplatePairSampler(load_cached(paths), seed=seed)
+    sampler = TemplatePairSampler(load_cached(paths), seed=seed, template_fraction=template_fraction)
     sampler.watch(work / "cache3d")
     return sampler
 
@@ -100,6 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--export", type=Path, help="write safetensors + model card into this folder when done")
     parser.add_argument("--export-only", action="store_true")
     parser.add_argument("--no-wait-for-cache", action="store_true", help="3D: start on the subjects cached so far")
+    parser.add_argument("--velocity-smoothing", type=float, default=None, help="export: velocity_smoothing_voxels written into the card (inference only)")
+    parser.add_argument("--template-fraction", type=float, default=0.0, help="3D: share of pairs whose moving image is the deformed template")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -108,7 +111,7 @@ def main(argv=None) -> int:
     loss_config = LossConfig(dice_weight=1.0 if args.dims == 3 else 0.0, prior_weight=args.prior_weight)
     if not args.export_only:
         t0 = time.time()
-        sampler = sampler_3d(args.work, args.seed, not args.no_wait_for_cache) if args.dims == 3 else sampler_2d(args.export, args.work, args.seed)
+        sampler = sampler_3d(args.work, args.seed, not args.no_wait_for_cache, args.template_fraction) if args.dims == 3 else sampler_2d(args.export, args.work, args.seed)
         print(f"data ready in {time.time() - t0:.0f} s", flush=True)
         train_registration(
             sampler, network_config(args.dims, args.uniform_lambda, args.lambda_value),
@@ -117,19 +120,26 @@ def main(argv=None) -> int:
         )
     if args.export is not None:
         network, state = network_from_checkpoint(checkpoint)
+        if args.velocity_smoothing is not None:
+            network.config = dataclasses.replace(network.config, velocity_smoothing_voxels=args.velocity_smoothing)
+        data = list(TRAINING_DATA[args.dims])
+        if args.template_fraction > 0:
+            data.append(f"{args.template_fraction:.0%} of the pairs (in the continued run that added them): the template itself as the moving image, "
+                        "deformed by 0 to 3 mm, Dice-supervised with its own labels")
         card = {
             "name": f"DiffDefAtlas registration {args.dims}D" + (f" (uniform λ = {args.lambda_value:g} ablation)" if args.uniform_lambda else ""),
             "task": "atlas registration: moving scan -> template; SVF by scaling and squaring; spatially varying λ (Chen et al.)",
             "loss": json.loads(state["loss_config"]),
             "training": {
-                "data": TRAINING_DATA[args.dims],
+                "data": data,
                 "iterations": int(state["iteration"]),
                 "wall_minutes": round(float(state["elapsed_s"]) / 60, 1),
                 "hardware": f"CPU, {torch.get_num_threads()} thread(s)",
                 "optimiser": f"Adam, lr {args.lr}, batch 1",
                 "command": f"python scripts/train_registration.py --dims {args.dims} --work WORKDIR --minutes {args.minutes:g}"
                 + (" --uniform-lambda" if args.uniform_lambda else "")
-                + (f" --lambda-value {args.lambda_value:g}" if args.lambda_value != 0.5 else ""),
+                + (f" --lambda-value {args.lambda_value:g}" if args.lambda_value != 0.5 else "")
+                + (f" --template-fraction {args.template_fraction:g}" if args.template_fraction > 0 else ""),
                 "last_log": json.loads(state["history"])[-1:] if state["history"] else [],
             },
             "input": "moving and fixed on the working grid, intensity-normalised (99th percentile -> 1), masked by the fixed brain mask dilated by 8 mm",

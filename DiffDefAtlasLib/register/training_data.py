@@ -166,7 +166,7 @@ class TemplatePairSampler:
     """Draw 3D training pairs: a cached subject (synthesised or real) against the (sometimes deformed) template."""
 
     def __init__(self, subjects: list[CachedSubject], seed: int = 0, real_fraction: float = 0.3, moving_deform_mm: float = 3.0,
-                 fixed_deform_fraction: float = 0.3, fixed_deform_mm: float = 2.0) -> None:
+                 fixed_deform_fraction: float = 0.3, fixed_deform_mm: float = 2.0, template_fraction: float = 0.0) -> None:
         from ..template import load_template
 
         template = load_template("2mm")
@@ -183,6 +183,7 @@ class TemplatePairSampler:
         self.moving_deform_mm = moving_deform_mm
         self.fixed_deform_fraction = fixed_deform_fraction
         self.fixed_deform_mm = fixed_deform_mm
+        self.template_fraction = template_fraction
         self.cache_dir: Path | None = None
         self.draws = 0
 
@@ -216,6 +217,8 @@ class TemplatePairSampler:
         from ..data.synthesis import synthesise_image
 
         fixed, fixed_labels, mask = self._fixed()
+        if self.template_fraction > 0 and self.rng.random() < self.template_fraction:
+            return self._template_pair(fixed, fixed_labels, mask)
         u = random_displacement(self.grid, self.rng.uniform(0.3, 1.0) * self.moving_deform_mm, self.generator)
         if self.rng.random() < self.real_fraction:
             subject = self.real[self.rng.integers(len(self.real))]
@@ -236,6 +239,23 @@ class TemplatePairSampler:
         if not has_ventricles(subject.convention):
             fixed_classes = torch.as_tensor(merge_ventricles_into_csf(fixed_labels[0, 0].numpy()).astype(np.int64))[None, None]
         return Pair(moving, fixed, mask, one_hot(torch.as_tensor(classes.astype(np.int64))[None, None]), one_hot(fixed_classes))
+
+
+    def _template_pair(self, fixed: torch.Tensor, fixed_labels: torch.Tensor, mask: torch.Tensor) -> Pair:
+        """The template itself, deformed by anything from nothing to ``moving_deform_mm``, as the moving image; half of
+        the time with a bright shell 2-8 mm outside the brain (voxels at 2 mm). Atlases are template-contrast images
+        too, and without such pairs the network moved the template onto itself by 1.5 mm."""
+        from .inputs import dilate
+
+        u = random_displacement(self.grid, self.rng.uniform(0.0, 1.0) * self.moving_deform_mm, self.generator)
+        image = self.template
+        if self.rng.random() < 0.5:  # a bright shell outside the brain, as a skull left by skull stripping would be
+            inner = int(self.rng.integers(1, 4))
+            shell = dilate(self.template_mask, inner + int(self.rng.integers(2, 5))) - dilate(self.template_mask, inner)
+            image = torch.where(shell > 0, torch.full_like(image, float(self.rng.uniform(0.3, 1.2)) * float(image.max())), image)
+        moving = warp_image(image, u, self.grid)
+        labels = warp_labels(self.template_labels, u, self.grid)
+        return Pair(moving, fixed, mask, one_hot(labels), one_hot(fixed_labels))
 
 
 def oasis_template_2d(subject_ids: list[str]) -> Volume:

@@ -39,9 +39,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-to", default=None, help="export: model folder to write (default Resources/models/MODEL)")
     parser.add_argument("--no-mp", action="store_true", help="export: leave out the morphology-preservation fine-tuning")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; 1 on a shared machine)")
-    parser.add_argument("--neighbours", type=int, default=4, help="mp: training subjects registered to each atlas")
+    parser.add_argument("--neighbours", type=int, default=16, help="mp: training subjects registered to each atlas")
     parser.add_argument("--sigma", type=float, default=0.1, help="mp: Gaussian width in normalised condition space")
     parser.add_argument("--smoothness", type=float, default=1.0, help="mp: weight of the bending energy of the atlas velocity")
+    parser.add_argument("--keep-self-registration", action="store_true", help="mp: do not subtract the atlas registered to itself (the plain loss)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -98,7 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         from .morphology import MorphologySettings, train_morphology
 
-        result = train_morphology(args.model, fields, settings, MorphologySettings(args.neighbours, args.sigma, args.smoothness))
+        result = train_morphology(args.model, fields, settings, MorphologySettings(args.neighbours, args.sigma, args.smoothness, subtract_self_registration=not args.keep_self_registration))
     state = "stopped early (run again to continue)" if result["stopped_early"] else "done"
     print(f"{args.stage}: step {result['step']}/{settings.steps} {state}; {result['seconds']:.0f} s this run; last losses {result['losses'][-1] if result['losses'] else '-'}")
     return 0
