@@ -125,7 +125,8 @@ def main(argv=None) -> int:
         data = list(TRAINING_DATA[args.dims])
         if args.template_fraction > 0:
             data.append(f"{args.template_fraction:.0%} of the pairs (in the continued run that added them): the template itself as the moving image, "
-                        "deformed by 0 to 3 mm, Dice-supervised with its own labels")
+                        "deformed by 0 to 3 mm, Dice-supervised with its own labels; half of them with a bright shell outside the brain "
+                        "(starting 2-6 mm out, 4-8 mm thick)")
         card = {
             "name": f"DiffDefAtlas registration {args.dims}D" + (f" (uniform λ = {args.lambda_value:g} ablation)" if args.uniform_lambda else ""),
             "task": "atlas registration: moving scan -> template; SVF by scaling and squaring; spatially varying λ (Chen et al.)",

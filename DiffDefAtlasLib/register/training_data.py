@@ -240,11 +240,10 @@ class TemplatePairSampler:
             fixed_classes = torch.as_tensor(merge_ventricles_into_csf(fixed_labels[0, 0].numpy()).astype(np.int64))[None, None]
         return Pair(moving, fixed, mask, one_hot(torch.as_tensor(classes.astype(np.int64))[None, None]), one_hot(fixed_classes))
 
-
     def _template_pair(self, fixed: torch.Tensor, fixed_labels: torch.Tensor, mask: torch.Tensor) -> Pair:
         """The template itself, deformed by anything from nothing to ``moving_deform_mm``, as the moving image; half of
-        the time with a bright shell 2-8 mm outside the brain (voxels at 2 mm). Atlases are template-contrast images
-        too, and without such pairs the network moved the template onto itself by 1.5 mm."""
+        the time with a bright shell outside the brain (starting 1-3 voxels out, 2-4 voxels thick). Atlases are
+        template-contrast images too, and without such pairs the network moved the template onto itself by 1.5 mm."""
         from .inputs import dilate
 
         u = random_displacement(self.grid, self.rng.uniform(0.0, 1.0) * self.moving_deform_mm, self.generator)

@@ -12,16 +12,16 @@ velocity:
 
     L = mean_x | (1/N) sum_i (d_i(x) - d_0(x)) |^2 + smoothness * bending(v_atlas)
 
-``d_0`` is the atlas registered to itself. A learned network need not return zero there: the bundled 3D network moves
-the template onto itself by 1.54 mm on average, and its neighbourhood means carry that offset (about 1.6 mm whether the
-atlas is the exact conditional mean or not). Subtracting ``d_0`` leaves the part caused by the neighbours, so the loss
+``d_0`` is the atlas registered to itself. A learned network need not return zero there: the first bundled 3D network
+moved the template onto itself by 1.54 mm on average (the current one by 0.45 mm), and its neighbourhood means carried
+that offset (about 1.6 mm whether the atlas was the exact conditional mean or not). Subtracting ``d_0`` leaves the part caused by the neighbours, so the loss
 is exactly zero when every neighbour equals the atlas. Neighbours are drawn with probabilities proportional to their
 Gaussian weights, so their plain mean estimates the weighted mean (weighting them again would square the weights).
 Conditions a subject lacks (e.g. an unmeasured ventricle volume) are left out of the distance when the target lacks
 them too; a subject lacking a condition the target sets is never drawn.
 
 Only the decoder is fine-tuned (the encoder, the latent UNet and the registration network stay frozen). On CPU this
-is what fits in the budget: one decoder pass and N registrations per step. A centred atlas has neighbours whose
+is what fits in the budget: one decoder pass and N + 1 registrations per step. A centred atlas has neighbours whose
 registrations to it average to zero displacement.
 
 Example:
