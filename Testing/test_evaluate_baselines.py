@@ -128,3 +128,41 @@ def test_heldout_evaluation_report_and_figures(tmp_path):
     report = paths["report"].read_text()
     assert "| template |" in report and "| shift |" in report and "centrality_mm" in report
     assert (tmp_path / "atlases_F.png").is_file() and (tmp_path / "jacobians_M.png").is_file()
+
+
+def test_joint_template_network_moves_to_the_centre_of_its_subjects(tmp_path):
+    """Reference: subjects that are the bundled 2D template translated by a known amount, (age - 70) * 0.3 mm along
+    the first axis. Trained on their images alone, jointly with the bundled registration network, the atlas for an
+    age must move the template the way that age's subjects are moved (atlas(x) = template(x + u), subject(x) =
+    template(x + s)), and the untrained decoder must not move it at all. A second call loads the cached weights."""
+    from DiffDefAtlasLib.evaluate.joint_template_network import JointTemplateSettings, train_joint_template_network
+    from DiffDefAtlasLib.generate.model_card import ConditionSpec
+    from DiffDefAtlasLib.population.oasis2d import load_oasis_template
+    from DiffDefAtlasLib.spatial import warp_image
+
+    image, mask, _ = load_oasis_template()
+    grid = image.grid
+    template = torch.from_numpy(np.asarray(image.array, np.float32))[None, None]
+    brain = torch.from_numpy(np.asarray(mask.array) > 0)
+    ages = np.linspace(60.0, 80.0, 12)
+    subjects = []
+    for age in ages:
+        shift = torch.zeros(1, 2, *grid.shape)
+        shift[:, 0] = float((age - 70.0) * 0.3)
+        subjects.append(warp_image(template, shift, grid))
+    specs = [ConditionSpec(name="age", kind="continuous", minimum=60.0, maximum=80.0)]
+    untrained = train_joint_template_network(torch.cat(subjects), template, brain[None, None].float(), {"age": ages}, specs, grid, settings=JointTemplateSettings(steps=0), cache=False)
+    assert float(untrained.displacement({"age": 80.0}, grid).abs().max()) == 0.0
+    settings = JointTemplateSettings(steps=60, neighbours=4, sigma=0.15)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        method = train_joint_template_network(torch.cat(subjects), template, brain[None, None].float(), {"age": ages}, specs, grid, settings=settings, cache_dir=tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    young, old = (method.displacement({"age": a}, grid)[0] for a in (60.0, 80.0))
+    along = float((old[0] - young[0])[brain].mean())  # truth: 6 mm
+    across = float((old[1] - young[1])[brain].mean())  # truth: 0
+    assert along > 1.5 and abs(across) < 0.5 * along
+    again = train_joint_template_network(torch.cat(subjects), template, brain[None, None].float(), {"age": ages}, specs, grid, settings=settings, cache_dir=tmp_path)
+    assert again.info.get("cached") and torch.equal(again.velocity({"age": 65.0}), method.velocity({"age": 65.0}))

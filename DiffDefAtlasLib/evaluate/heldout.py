@@ -212,8 +212,23 @@ def oasis_validation_inputs():
     return template, mask, labels, images, conditions, train, specs
 
 
+def joint_oasis_template_network(train, settings=None):
+    """The conditional template network trained jointly with the bundled 2D registration network on the OASIS
+    training split's slices (images and (age, sex) only; :mod:`.joint_template_network`)."""
+    from ..population.oasis2d import load_oasis_template, load_slices
+    from .joint_template_network import train_joint_template_network
+
+    template, mask, _ = load_oasis_template()
+    image = torch.from_numpy(np.asarray(template.array, dtype=np.float32))[None, None]
+    brain = torch.from_numpy((np.asarray(mask.array) > 0).astype(np.float32))[None, None]
+    specs = [s for s in train.specs if s.name in ("age", "sex")]
+    conditions = {s.name: np.asarray(train.conditions[s.name], dtype=np.float64) for s in specs}
+    return train_joint_template_network(load_slices(train.info["subjects"]), image, brain, conditions, specs, template.grid, settings=settings)
+
+
 def default_oasis_methods(network_steps: int = 300, no_mp_model: str | None = None) -> list[Any]:
-    """Template, kernel regression and template network on the OASIS training fields, the bundled ``oasis2d``
+    """Template, kernel regression and template network on the OASIS training fields, the template network trained
+    jointly with registration on the training slices, the bundled ``oasis2d``
     generator, its no-integration proxy, and (given its folder) the same generator exported without the MP stage."""
     from ..generate import load_generator
     from ..train.data import oasis2d_fields
@@ -228,6 +243,7 @@ def default_oasis_methods(network_steps: int = 300, no_mp_model: str | None = No
         TemplateBaseline(),
         KernelRegressionTemplate.from_fields(train, sigma=0.1, condition_names=("age", "sex")),
         train_template_network(train, TemplateNetworkSettings(steps=network_steps), condition_names=("age", "sex")),
+        joint_oasis_template_network(train),
         DiffDefMethod(generator, "diffdef" if mp else "diffdef (no MP)", f"bundled oasis2d generator ({'with' if mp else 'without'} the MP stage)"),
     ]
     if no_mp_model:
