@@ -166,3 +166,27 @@ def test_joint_template_network_moves_to_the_centre_of_its_subjects(tmp_path):
     assert along > 1.5 and abs(across) < 0.5 * along
     again = train_joint_template_network(torch.cat(subjects), template, brain[None, None].float(), {"age": ages}, specs, grid, settings=settings, cache_dir=tmp_path)
     assert again.info.get("cached") and torch.equal(again.velocity({"age": 65.0}), method.velocity({"age": 65.0}))
+
+
+def test_diffdef_rows_name_each_variant_by_its_card(tmp_path):
+    """The bundled brain3d has no MP stage: a variant folder must be the MP-tuned export (its card says so), and is
+    refused when it is the same kind as the bundled model."""
+    from DiffDefAtlasLib.errors import DiffDefInputError
+    from DiffDefAtlasLib.evaluate.methods import diffdef_rows
+    from DiffDefAtlasLib.generate import load_generator
+    from DiffDefAtlasLib.generate.model_card import ModelCard
+    from modelfactory import build_tiny_model
+
+    bundled_mp = bool(load_generator("brain3d", "cpu").card.training.get("mp_finetuned"))
+    folders = {}
+    for mp in (False, True):
+        folder = build_tiny_model(tmp_path / f"variant_mp{int(mp)}")
+        card = ModelCard.from_json((folder / "model_card.json").read_text())
+        card.training["mp_finetuned"] = mp
+        (folder / "model_card.json").write_text(card.to_json())
+        folders[mp] = str(folder)
+    with pytest.raises(DiffDefInputError, match="same kind"):
+        diffdef_rows("brain3d", folders[bundled_mp])
+    rows = diffdef_rows("brain3d", folders[not bundled_mp])
+    assert [r.name for r in rows] == (["diffdef", "diffdef (no MP)"] if bundled_mp else ["diffdef (no MP)", "diffdef"]) + ["diffdef, no integration"]
+    assert rows[1].generator.card.name == "tiny2d" and rows[2].generator is rows[0].generator and not rows[2].integrate

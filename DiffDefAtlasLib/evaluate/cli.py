@@ -40,7 +40,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigma", type=float, default=0.15, help="held-out cohorts: Gaussian width of the centrality weights, normalised condition units")
     parser.add_argument("--network-steps", type=int, default=300, help="training steps of the conditional template network (cached)")
     parser.add_argument("--training-subjects", type=int, default=300, help="population3d: subjects sampled as the baselines' training fields")
-    parser.add_argument("--no-mp-model", default=None, help="model folder of the same generator exported without the MP stage (train --stage export --no-mp)")
+    parser.add_argument("--variant-model", "--no-mp-model", dest="variant_model", default=None,
+                        help="model folder of the same generator exported the other way: without the MP stage (train --stage export --no-mp) if the bundled one has it, with it if not")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("--overwrite", action="store_true", help="replace files in a non-empty output folder")
 
@@ -119,7 +120,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise DiffDefInputError(f"--cohort population3d evaluates the brain3d model, found --model {args.model}")
         from .population3d import default_population_methods, evaluate_population3d
 
-        methods = _select(default_population_methods(args.network_steps, args.training_subjects), args.methods)
+        methods = _select(default_population_methods(args.network_steps, args.training_subjects, variant=args.variant_model), args.methods)
         result = evaluate_population3d(methods, args.ages or (30, 40, 50, 60, 70), sexes, neighbours=args.neighbours, progress=progress)
         size_key = "ventricle_ml"
     elif cohort == "oasis-validation":
@@ -127,7 +128,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise DiffDefInputError(f"--cohort oasis-validation evaluates the oasis2d model, found --model {args.model}")
         from .heldout import default_oasis_methods, evaluate_oasis_validation
 
-        methods = _select(default_oasis_methods(args.network_steps, args.no_mp_model), args.methods)
+        methods = _select(default_oasis_methods(args.network_steps, args.variant_model), args.methods)
         result = evaluate_oasis_validation(methods, args.ages or (65, 75, 85), sexes, args.sigma, progress)
         size_key = "ventricle_size"
     elif Path(cohort).suffix.lower() == ".csv":

@@ -226,29 +226,23 @@ def joint_oasis_template_network(train, settings=None):
     return train_joint_template_network(load_slices(train.info["subjects"]), image, brain, conditions, specs, template.grid, settings=settings)
 
 
-def default_oasis_methods(network_steps: int = 300, no_mp_model: str | None = None) -> list[Any]:
+def default_oasis_methods(network_steps: int = 300, variant: str | None = None) -> list[Any]:
     """Template, kernel regression and template network on the OASIS training fields, the template network trained
-    jointly with registration on the training slices, the bundled ``oasis2d``
-    generator, its no-integration proxy, and (given its folder) the same generator exported without the MP stage."""
-    from ..generate import load_generator
+    jointly with registration on the training slices, the bundled ``oasis2d`` generator, its other MP variant (given
+    its model folder) and its no-integration proxy."""
     from ..train.data import oasis2d_fields
     from .kernel_regression import KernelRegressionTemplate
-    from .methods import DiffDefMethod, TemplateBaseline
+    from .methods import TemplateBaseline, diffdef_rows
     from .template_network import TemplateNetworkSettings, train_template_network
 
     train = oasis2d_fields("train")
-    generator = load_generator("oasis2d", "cpu")
-    mp = bool(generator.card.training.get("mp_finetuned"))
     methods: list[Any] = [
         TemplateBaseline(),
         KernelRegressionTemplate.from_fields(train, sigma=0.1, condition_names=("age", "sex")),
         train_template_network(train, TemplateNetworkSettings(steps=network_steps), condition_names=("age", "sex")),
         joint_oasis_template_network(train),
-        DiffDefMethod(generator, "diffdef" if mp else "diffdef (no MP)", f"bundled oasis2d generator ({'with' if mp else 'without'} the MP stage)"),
+        *diffdef_rows("oasis2d", variant),
     ]
-    if no_mp_model:
-        methods.append(DiffDefMethod(load_generator(no_mp_model, "cpu"), "diffdef (no MP)", f"oasis2d exported without the MP stage ({no_mp_model})"))
-    methods.append(DiffDefMethod(generator, "diffdef, no integration", "oasis2d decoder velocity used directly as the displacement (proxy for Diff-Def as published)", integrate=False))
     return methods
 
 

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 import torch
 
+from ..errors import DiffDefInputError
 from ..spatial import Grid, resample_displacement
 from ..population.svf_fit import velocity_to_displacement
 
@@ -106,3 +107,25 @@ class PopulationTruth(VelocityMethod):
     def velocity(self, conditions: Mapping[str, Any]) -> torch.Tensor:
         mean = self.model.mean_velocity(float(conditions["age"]), conditions.get("sex", 0.5), allow_extrapolation=True)
         return torch.from_numpy(np.ascontiguousarray(mean))[None]
+
+
+def diffdef_rows(name: str, variant: str | None = None, include_no_integration: bool = True) -> list[DiffDefMethod]:
+    """The Diff-Def rows of an evaluation: the bundled generator ``name``, the same generator's other MP variant when
+    its model folder ``variant`` is given (exported with the MP stage if the bundled one has none, or without it if
+    it has), and the no-integration proxy of the bundled one. Each row is named by whether its card says it has MP."""
+    from ..generate import load_generator
+
+    def row(generator, where: str) -> DiffDefMethod:
+        mp = bool(generator.card.training.get("mp_finetuned"))
+        return DiffDefMethod(generator, "diffdef" if mp else "diffdef (no MP)", f"{where} {name} generator ({'with' if mp else 'without'} the MP stage)")
+
+    bundled = load_generator(name, "cpu")
+    rows = [row(bundled, "bundled")]
+    if variant:
+        other = row(load_generator(variant, "cpu"), f"{variant}:")
+        if other.name == rows[0].name:
+            raise DiffDefInputError(f"{variant}: expected the {name} generator {'without' if rows[0].name == 'diffdef' else 'with'} the MP stage, found the same kind as the bundled one")
+        rows.append(other)
+    if include_no_integration:
+        rows.append(DiffDefMethod(bundled, "diffdef, no integration", f"{name} decoder velocity used directly as the displacement (proxy for Diff-Def as published)", integrate=False))
+    return rows

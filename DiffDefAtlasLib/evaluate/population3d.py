@@ -166,25 +166,20 @@ def evaluate_population3d(
     return result
 
 
-def default_population_methods(network_steps: int = 300, training_subjects: int = 300, include_no_integration: bool = True) -> list[Any]:
-    """Template, kernel regression, template network (trained or cached), Diff-Def ``brain3d`` (and its no-integration
-    proxy), each as an :class:`~.methods.AtlasMethod`."""
-    from ..generate import load_generator
+def default_population_methods(network_steps: int = 300, training_subjects: int = 300, include_no_integration: bool = True, variant: str | None = None) -> list[Any]:
+    """Template, kernel regression, template network (trained or cached), Diff-Def ``brain3d`` (its other MP variant
+    from the model folder ``variant``, and its no-integration proxy), each as an :class:`~.methods.AtlasMethod`."""
     from .kernel_regression import KernelRegressionTemplate
     from ..population import load_population_model
-    from .methods import DiffDefMethod, PopulationTruth, TemplateBaseline
+    from .methods import PopulationTruth, TemplateBaseline, diffdef_rows
     from .template_network import TemplateNetworkSettings, train_template_network
 
     fields = population_training_fields(training_subjects)
-    generator = load_generator("brain3d", "cpu")
-    mp = bool(generator.card.training.get("mp_finetuned"))
     methods: list[Any] = [
         TemplateBaseline(),
         KernelRegressionTemplate.from_fields(fields, sigma=0.1),
         train_template_network(fields, TemplateNetworkSettings(steps=network_steps)),
-        DiffDefMethod(generator, "diffdef" if mp else "diffdef (no MP)", f"bundled brain3d generator ({'with' if mp else 'without'} the MP stage)"),
+        *diffdef_rows("brain3d", variant, include_no_integration),
     ]
-    if include_no_integration:
-        methods.append(DiffDefMethod(generator, "diffdef, no integration", "brain3d decoder velocity used directly as the displacement (proxy for Diff-Def as published)", integrate=False))
     methods.append(PopulationTruth(load_population_model()))
     return methods
