@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..spatial import Grid, integrate_velocity, resample_displacement, warp_image
+from ..spatial import Grid, integrate_velocity, warp_image
 from .neighbourhood import normalise_raw
 from .template_network import ConditionalTemplateDecoder, ConditionalTemplateNetwork, TemplateNetworkSettings, first_difference_penalty
 
@@ -81,8 +81,7 @@ class JointTemplateObjective(torch.nn.Module):
     def atlas(self, point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(offset at the decoder's resolution, atlas image, atlas mask)`` for normalised conditions ``(1, C)``."""
         offset = self.decoder.offset(point)
-        velocity = self.decoder.mean_velocity + torch.nn.functional.interpolate(offset, size=self.decoder.shape, mode=self.decoder.mode, align_corners=False)
-        u = integrate_velocity(velocity, self.grid, steps=self.settings.integration_steps)
+        u = integrate_velocity(self.decoder.expand(offset), self.grid, steps=self.settings.integration_steps)
         image = warp_image(self.template, u, self.grid)
         with torch.no_grad():
             mask = (warp_image(self.template_mask, u, self.grid) > 0.5).float()

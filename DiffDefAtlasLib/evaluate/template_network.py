@@ -90,10 +90,13 @@ class ConditionalTemplateDecoder(nn.Module):
         pool = nn.functional.adaptive_avg_pool3d if len(self.shape) == 3 else nn.functional.adaptive_avg_pool2d
         return pool(fields, tuple(s * 2 ** (len(self.decoder) // 3) for s in self.coarse))
 
+    def expand(self, offset: torch.Tensor) -> torch.Tensor:
+        """The velocity on the grid for an :meth:`offset`: interpolated (the offset is predicted at ``output_stride``
+        times the velocity spacing, so it is smooth) and added to the mean velocity."""
+        return self.mean_velocity + nn.functional.interpolate(offset, size=self.shape, mode=self.mode, align_corners=False)
+
     def forward(self, conditions: torch.Tensor) -> torch.Tensor:
-        # the offset is smooth: predicted at ``output_stride`` times the velocity spacing, interpolated to the grid
-        x = nn.functional.interpolate(self.offset(conditions), size=self.shape, mode=self.mode, align_corners=False)
-        return self.mean_velocity + x
+        return self.expand(self.offset(conditions))
 
 
 def first_difference_penalty(field: torch.Tensor) -> torch.Tensor:
