@@ -29,7 +29,8 @@ def test_forward_shapes_and_lambda_support():
     """Velocity (B, ndim, *shape) and λ (B, 1, *shape) on the working grid; λ lies strictly inside (0, 1)."""
     net = RegistrationNetwork(SMALL)
     moving, fixed = torch.rand(2, 1, 32, 48), torch.rand(2, 1, 32, 48)
-    velocity, lam = net(moving, fixed)
+    with torch.no_grad():
+        velocity, lam = net(moving, fixed)
     assert velocity.shape == (2, 2, 32, 48) and lam.shape == (2, 1, 32, 48)
     assert float(lam.min()) > 0 and float(lam.max()) < 1
 
