@@ -1,0 +1,146 @@
+"""Where does brain3d lose the ventricles' age effect? Score one part of the pipeline at a time against the
+population model's exact conditional mean (``evaluate_brain3d``'s 10 conditions and metrics).
+
+Each row of the table "Where the ventricle trend is lost" in docs/generator.md is one call:
+
+    python scripts/diagnose_brain3d.py lowpass --block-mm 8          # the exact mean averaged over 8 mm blocks
+    python scripts/diagnose_brain3d.py autoencoder --work WORK       # the exact mean through WORK's autoencoder
+    python scripts/diagnose_brain3d.py draws --samples 16            # velocity mean of population draws
+    python scripts/diagnose_brain3d.py guidance --scale 1.25         # one-step atlas, classifier-free guidance
+    python scripts/diagnose_brain3d.py guidance --scale 2 --only age # guidance on one condition alone
+
+``--model`` picks the generator (default: the bundled brain3d); ``--json FILE`` keeps the per-condition figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def lowpass(block_mm: float):
+    """The exact mean's deviation from the intercept averaged over blocks of ``block_mm`` and interpolated back."""
+    from DiffDefAtlasLib.population import load_population_model
+
+    population = load_population_model()
+    factor = int(round(block_mm / min(population.grid.spacing)))
+    base = torch.from_numpy(np.array(population.intercept))[None]
+    shape = tuple(population.grid.shape)
+
+    def velocity(age: float, sex: str) -> torch.Tensor:
+        deviation = torch.from_numpy(population.mean_velocity(age, sex))[None] - base
+        padded = F.pad(deviation, [p for s in reversed(shape) for p in (0, (-s) % factor)], mode="replicate")
+        smooth = F.interpolate(F.avg_pool3d(padded, factor), scale_factor=factor, mode="trilinear", align_corners=False)
+        return smooth[..., : shape[0], : shape[1], : shape[2]] + base
+
+    return velocity
+
+
+def autoencoder(work: str):
+    """The exact mean encoded (posterior mean) and decoded by the newest autoencoder checkpoint of a work folder."""
+    from DiffDefAtlasLib.population import load_population_model
+    from DiffDefAtlasLib.generate.networks import autoencoder_factor
+    from DiffDefAtlasLib.train.stages import _pad_fields, load_draft, load_trained_autoencoder
+
+    population = load_population_model()
+    card = load_draft(work)
+    network = load_trained_autoencoder(work, card)
+    mean = torch.from_numpy(np.load(f"{work}/field_mean.npy"))
+    scale = float(card.velocity_scale)
+    factor = autoencoder_factor(card.autoencoder)
+
+    def velocity(age: float, sex: str) -> torch.Tensor:
+        x = (torch.from_numpy(population.mean_velocity(age, sex))[None] - mean) / scale
+        mu, _ = network.encode(_pad_fields(x, factor))
+        decoded = network.decode_stage_2_outputs(mu)[..., : x.shape[2], : x.shape[3], : x.shape[4]]
+        return decoded * scale + mean
+
+    return velocity
+
+
+def draws(generator, samples: int, steps: int | None):
+    """The plain mean of ``samples`` decoded population draws (temperature 1, seeds 0..samples-1)."""
+    def velocity(age: float, sex: str) -> torch.Tensor:
+        conditions = {"age": age, "sex": sex}
+        return torch.stack([generator.sample_velocity(conditions, seed=k, steps=steps, temperature=1.0) for k in range(samples)]).mean(0)
+
+    return velocity
+
+
+def guidance(generator, scale: float, only: str | None):
+    """The one-step atlas with classifier-free guidance ``scale``; with ``only``, the unconditional branch drops that
+    condition alone (the others stay set in both branches)."""
+    from DiffDefAtlasLib.generate.conditions import encode_conditions, resolve_conditions
+    from DiffDefAtlasLib.generate.sampling import ddim_sample
+
+    names = list(generator.card.condition_names)
+
+    def denoiser(latent, t, values, present):
+        conditional = generator.denoise(latent, t, values, present)
+        dropped = torch.zeros_like(present) if only is None else present.clone()
+        if only is not None:
+            dropped[:, names.index(only)] = False
+        unconditional = generator.denoise(latent, t, values, dropped)
+        return unconditional + scale * (conditional - unconditional)
+
+    def velocity(age: float, sex: str) -> torch.Tensor:
+        values, present = encode_conditions(generator.card, resolve_conditions(generator.card, {"age": age, "sex": sex}, False))
+        start = torch.zeros((1, *generator.card.latent_shape))
+        steps = int(generator.card.sampling.get("steps", 1))
+        latent = ddim_sample(denoiser, start, torch.as_tensor(values)[None], torch.as_tensor(present)[None], steps=steps, scheduler_settings=generator.card.scheduler)
+        return generator.decode(latent / float(generator.card.latent_scale))
+
+    return velocity
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("lowpass", "autoencoder", "draws", "guidance", "atlas"))
+    parser.add_argument("--block-mm", type=float, default=8.0, help="lowpass: block size in mm (a multiple of 4)")
+    parser.add_argument("--work", help="autoencoder: training work folder")
+    parser.add_argument("--model", default="brain3d", help="draws, guidance, atlas: generator name or folder")
+    parser.add_argument("--samples", type=int, default=16, help="draws: number of draws")
+    parser.add_argument("--steps", type=int, default=None, help="draws: DDIM steps (default: the card's sample_steps)")
+    parser.add_argument("--scale", type=float, default=1.25, help="guidance: guidance scale")
+    parser.add_argument("--only", default=None, help="guidance: the one condition to guide on")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="write the full result here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from DiffDefAtlasLib.generate.bundled import load_generator
+    from DiffDefAtlasLib.generate.evaluation import score_against_population_mean
+
+    integrate = None
+    if args.what == "lowpass":
+        source = lowpass(args.block_mm)
+    elif args.what == "autoencoder":
+        if not args.work:
+            parser.error("autoencoder needs --work")
+        source = autoencoder(args.work)
+    else:
+        generator = load_generator(args.model, "cpu")
+        integrate = generator.velocity_to_displacement
+        if args.what == "draws":
+            source = draws(generator, args.samples, args.steps)
+        elif args.what == "guidance":
+            source = guidance(generator, args.scale, args.only)
+        else:
+            source = lambda age, sex: generator.sample_velocity({"age": age, "sex": sex})  # noqa: E731
+    with torch.no_grad():
+        result = score_against_population_mean(source, integrate=integrate)
+    summary = {k: v for k, v in result.items() if k != "conditions"}
+    print(json.dumps({"what": args.what, **{k: v for k, v in vars(args).items() if k not in ("what", "json")}, **summary}, indent=1))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as stream:
+            json.dump(result, stream, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
