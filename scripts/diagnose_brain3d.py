@@ -6,6 +6,7 @@ Each row of the table "Where the ventricle trend is lost" in docs/generator.md i
     python scripts/diagnose_brain3d.py lowpass --block-mm 8          # the exact mean averaged over 8 mm blocks
     python scripts/diagnose_brain3d.py autoencoder --work WORK       # the exact mean through WORK's autoencoder
     python scripts/diagnose_brain3d.py draws --samples 16            # velocity mean of population draws
+    python scripts/diagnose_brain3d.py noise-averaged --samples 16   # one-step estimate averaged over start latents
     python scripts/diagnose_brain3d.py guidance --scale 1.25         # one-step atlas, classifier-free guidance
     python scripts/diagnose_brain3d.py guidance --scale 2 --only age # guidance on one condition alone
 
@@ -72,6 +73,23 @@ def draws(generator, samples: int, steps: int | None):
     return velocity
 
 
+def noise_averaged(generator, samples: int):
+    """The one-step estimate averaged over ``samples`` start latents drawn at temperature 1 (instead of the zero
+    latent), then decoded once: by the tower property the mean of E[z | z_T, c] over z_T is E[z | c]."""
+    from DiffDefAtlasLib.generate.conditions import encode_conditions, resolve_conditions
+    from DiffDefAtlasLib.generate.sampling import ddim_sample, initial_latent
+
+    def velocity(age: float, sex: str) -> torch.Tensor:
+        values, present = encode_conditions(generator.card, resolve_conditions(generator.card, {"age": age, "sex": sex}, False))
+        start = torch.cat([initial_latent((1, *generator.card.latent_shape), k, 1.0) for k in range(samples)])
+        v = torch.as_tensor(values)[None].expand(samples, -1)
+        p = torch.as_tensor(present)[None].expand(samples, -1)
+        latent = ddim_sample(generator.denoise, start, v, p, steps=1, scheduler_settings=generator.card.scheduler)
+        return generator.decode(latent.mean(0, keepdim=True) / float(generator.card.latent_scale))
+
+    return velocity
+
+
 def guidance(generator, scale: float, only: str | None):
     """The one-step atlas with classifier-free guidance ``scale``; with ``only``, the unconditional branch drops that
     condition alone (the others stay set in both branches)."""
@@ -100,11 +118,11 @@ def guidance(generator, scale: float, only: str | None):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("lowpass", "autoencoder", "draws", "guidance", "atlas"))
+    parser.add_argument("what", choices=("lowpass", "autoencoder", "draws", "noise-averaged", "guidance", "atlas"))
     parser.add_argument("--block-mm", type=float, default=8.0, help="lowpass: block size in mm (a multiple of 4)")
     parser.add_argument("--work", help="autoencoder: training work folder")
     parser.add_argument("--model", default="brain3d", help="draws, guidance, atlas: generator name or folder")
-    parser.add_argument("--samples", type=int, default=16, help="draws: number of draws")
+    parser.add_argument("--samples", type=int, default=16, help="draws, noise-averaged: number of start latents")
     parser.add_argument("--steps", type=int, default=None, help="draws: DDIM steps (default: the card's sample_steps)")
     parser.add_argument("--scale", type=float, default=1.25, help="guidance: guidance scale")
     parser.add_argument("--only", default=None, help="guidance: the one condition to guide on")
@@ -128,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         integrate = generator.velocity_to_displacement
         if args.what == "draws":
             source = draws(generator, args.samples, args.steps)
+        elif args.what == "noise-averaged":
+            source = noise_averaged(generator, args.samples)
         elif args.what == "guidance":
             source = guidance(generator, args.scale, args.only)
         else:
