@@ -89,19 +89,13 @@ class JointTemplateObjective(torch.nn.Module):
 
     def forward(self, point: torch.Tensor, subjects: torch.Tensor) -> dict[str, torch.Tensor]:
         from ..register.engine import prepare_network_inputs
-        from ..register.network import coarse_grid, pool_to_coarse
+        from ..register.train import coarse_pair_loss
 
         offset, atlas, mask = self.atlas(point)
         n = subjects.shape[0]
         fixed, masks = atlas.expand(n, *atlas.shape[1:]), mask.expand(n, *mask.shape[1:])
         fixed_in, moving_in = prepare_network_inputs(fixed, subjects, masks, self.grid)
-        velocity, lam = self.registration.forward_coarse(moving_in, fixed_in)
-        factor = self.registration.config.downsample
-        field_grid = coarse_grid(self.grid, factor)
-        displacement = integrate_velocity(velocity, field_grid, self.registration.config.integration_steps)
-        warped = warp_image(pool_to_coarse(moving_in, factor), displacement, field_grid)
-        coarse_mask = (pool_to_coarse(masks, factor) > 0.5).float()
-        registration, _ = self.criterion(warped, pool_to_coarse(fixed_in, factor), coarse_mask, velocity, lam, field_grid)
+        registration, _, displacement, coarse_mask = coarse_pair_loss(self.registration, self.criterion, fixed_in, moving_in, masks, self.grid)
         inside = coarse_mask[:1]
         centrality = (displacement.mean(dim=0, keepdim=True).pow(2).sum(dim=1, keepdim=True) * inside).sum() / inside.sum().clamp_min(1.0)
         smooth = first_difference_penalty(offset)

@@ -34,6 +34,36 @@ class TrainConfig:
     seed: int = 0
 
 
+def coarse_pair_loss(
+    network: RegistrationNetwork,
+    criterion: RegistrationLoss,
+    fixed_in: torch.Tensor,
+    moving_in: torch.Tensor,
+    mask: torch.Tensor,
+    grid,
+    moving_onehot: torch.Tensor | None = None,
+    fixed_onehot: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
+    """The training loss of a batch of prepared pairs (:func:`~.engine.prepare_network_inputs`), measured on the
+    network's coarse field grid with the images average-pooled (about 8x cheaper in 3D than at full resolution).
+
+    Returns ``(loss, terms, displacement, coarse mask)``, the displacement and the mask on the coarse grid.
+    """
+    velocity, lam = network.forward_coarse(moving_in, fixed_in)
+    factor = network.config.downsample
+    field_grid = coarse_grid(grid, factor)
+    displacement = integrate_velocity(velocity, field_grid, network.config.integration_steps)
+    warped = warp_image(pool_to_coarse(moving_in, factor), displacement, field_grid)
+    coarse_mask = (pool_to_coarse(mask, factor) > 0.5).float()
+    warped_labels = warp_image(pool_to_coarse(moving_onehot, factor), displacement, field_grid) if moving_onehot is not None else None
+    loss, terms = criterion(
+        warped, pool_to_coarse(fixed_in, factor), coarse_mask, velocity, lam, field_grid,
+        warped_labels=warped_labels, fixed_labels=pool_to_coarse(fixed_onehot, factor),
+    )
+    terms["lambda_mean"] = float(lam.detach().mean())
+    return loss, terms, displacement, coarse_mask
+
+
 def _save_checkpoint(path: Path, network: RegistrationNetwork, optimiser, iteration: int, elapsed_s: float, loss_config: LossConfig, history: list) -> None:
     state = {
         "network": network.state_dict(),
@@ -88,7 +118,6 @@ def train_registration(
         log(f"resumed from {checkpoint.name} at iteration {iteration} ({elapsed_before / 60:.1f} min trained)")
     criterion = RegistrationLoss(loss_config)
     grid = sampler.grid
-    field_grid = coarse_grid(grid, network_config.downsample)
     network.train()
     start = time.perf_counter()
     last_save = start
@@ -96,17 +125,8 @@ def train_registration(
     while iteration < train_config.iterations and (time.perf_counter() - start) < train_config.minutes * 60:
         pair = sampler.sample()
         fixed_in, moving_in = prepare_network_inputs(pair.fixed, pair.moving, pair.mask, grid)
-        # The loss is measured on the coarse grid of the field (images average-pooled): ~8x cheaper in 3D.
-        velocity, lam = network.forward_coarse(moving_in, fixed_in)
-        displacement = integrate_velocity(velocity, field_grid, network_config.integration_steps)
-        factor = network_config.downsample
-        warped = warp_image(pool_to_coarse(moving_in, factor), displacement, field_grid)
-        mask = (pool_to_coarse(pair.mask, factor) > 0.5).float()
-        warped_labels = warp_image(pool_to_coarse(pair.moving_onehot, factor), displacement, field_grid) if pair.moving_onehot is not None else None
-        loss, terms = criterion(
-            warped, pool_to_coarse(fixed_in, factor), mask, velocity, lam, field_grid,
-            warped_labels=warped_labels, fixed_labels=pool_to_coarse(pair.fixed_onehot, factor),
-        )
+        loss, terms, _, _ = coarse_pair_loss(network, criterion, fixed_in, moving_in, pair.mask, grid, pair.moving_onehot, pair.fixed_onehot)
+        lambda_mean = terms.pop("lambda_mean")
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -120,7 +140,7 @@ def train_registration(
             count = running.pop("count")
             dice_count = running.pop("dice_count", 0.0)
             means = {k: (v / dice_count if k == "dice_loss" else v / count) for k, v in running.items() if k != "dice_loss" or dice_count}
-            means["lambda_mean"] = float(lam.detach().mean())
+            means["lambda_mean"] = lambda_mean
             elapsed = elapsed_before + time.perf_counter() - start
             history.append({"iteration": iteration, "minutes": round(elapsed / 60, 2), **{k: round(v, 5) for k, v in means.items()}})
             log(json.dumps(history[-1]))
