@@ -87,6 +87,32 @@ def test_diffusion_stage_learns_and_exports(tmp_path):
     assert result.displacement.shape == (2, 48, 64)
 
 
+def test_a_two_level_autoencoder_runs_through_every_stage(tmp_path, capsys):
+    """``--autoencoder-channels 8,16`` (one level fewer): the latent is half the velocity grid instead of a quarter,
+    the later stages take its shape from the card, and the exported model generates on the output grid."""
+    from DiffDefAtlasLib.cli.main import main
+    from DiffDefAtlasLib.generate import load_generator
+    from DiffDefAtlasLib.train.stages import load_draft
+
+    work, folder = tmp_path / "work", tmp_path / "model"
+    common = ["--model", "synthetic2d", "--work", str(work), "--quiet", "--threads", "1"]
+    assert main(["train", "--stage", "autoencoder", "--steps", "2", "--autoencoder-channels", "8,16", *common]) == 0
+    card = load_draft(work)
+    velocity_shape = card.grids["velocity"]["shape"]
+    assert card.autoencoder["channels"] == [8, 16] and card.latent_shape[1:] == [int(np.ceil(s / 2)) for s in velocity_shape]
+    assert main(["train", "--stage", "diffusion", "--steps", "2", *common]) == 0
+    assert main(["train", "--stage", "export", "--no-mp", "--export-to", str(folder), *common]) == 0
+    generator = load_generator(folder, "cpu")
+    assert generator.card.latent_shape[1:] == card.latent_shape[1:]
+    assert generator.generate({"age": 50}).displacement.shape[1:] == tuple(generator.output_grid.shape)
+    assert main(["train", "--stage", "autoencoder", "--steps", "2", "--autoencoder-channels", "8", *common]) != 0
+    assert "two or more" in capsys.readouterr().err
+    # resuming with other channels would load mismatched weights: refused, and the draft card is kept
+    assert main(["train", "--stage", "autoencoder", "--steps", "4", *common]) != 0
+    assert "use a new work folder" in capsys.readouterr().err
+    assert load_draft(work).autoencoder["channels"] == [8, 16]
+
+
 def test_morphology_stage_with_random_registration_network(tmp_path):
     """Reference: the Gaussian weights of the neighbourhood computed by hand, and a finite MP loss logged per step."""
     from DiffDefAtlasLib.imageio import write_image

@@ -43,6 +43,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigma", type=float, default=0.1, help="mp: Gaussian width in normalised condition space")
     parser.add_argument("--smoothness", type=float, default=1.0, help="mp: weight of the bending energy of the atlas velocity")
     parser.add_argument("--keep-self-registration", action="store_true", help="mp: do not subtract the atlas registered to itself (the plain loss)")
+    parser.add_argument("--autoencoder-channels", default=None,
+                        help="autoencoder: channels per level, comma-separated (default 8,16,16: 4x downsampling; 8,16 gives 2x, a finer latent)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -93,6 +95,10 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if args.stage == "autoencoder":
+        if args.autoencoder_channels:
+            from .stages import with_autoencoder_channels
+
+            card = with_autoencoder_channels(card, [int(c) for c in str(args.autoencoder_channels).split(",") if c.strip()])
         result = train_autoencoder(fields, settings, card)
     elif args.stage == "diffusion":
         result = train_diffusion(fields, settings)

@@ -230,6 +230,17 @@ def new_draft(name: str, fields: FieldSet, working_grid, output_grid, template: 
     )
 
 
+def with_autoencoder_channels(card: ModelCard, channels: list[int]) -> ModelCard:
+    """``card`` with the autoencoder's channels per level set to ``channels`` and the latent shape to match (one
+    level fewer halves the downsampling). Used before the autoencoder stage only: the later stages read both."""
+    if len(channels) < 2 or any(int(c) < 1 for c in channels):
+        raise DiffDefInputError(f"autoencoder channels: expected two or more positive counts, found {channels}")
+    card.autoencoder = {**card.autoencoder, "channels": [int(c) for c in channels]}
+    factor = autoencoder_factor(card.autoencoder)
+    card.latent_shape = [int(card.autoencoder["latent_channels"]), *[int(np.ceil(s / factor)) for s in card.grids["velocity"]["shape"]]]
+    return card
+
+
 def field_mean(fields: FieldSet) -> np.ndarray:
     """Mean training velocity ``(ndim, *shape)``: the autoencoder codes the residual from it."""
     return fields.velocities.astype(np.float64).mean(axis=0).astype(np.float32)
@@ -250,6 +261,11 @@ def _pad_fields(x: torch.Tensor, factor: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- stages
 def train_autoencoder(fields: FieldSet, settings: StageSettings, card: ModelCard) -> dict[str, Any]:
     """Stage 1: the velocity autoencoder. Writes/updates the draft card in the work folder."""
+    draft = Path(settings.work_dir) / DRAFT_CARD
+    if draft.is_file() and latest_checkpoint(settings.work_dir, "autoencoder") is not None:
+        trained = ModelCard.load(draft).autoencoder
+        if trained != card.autoencoder:
+            raise DiffDefInputError(f"{settings.work_dir}: its autoencoder checkpoints have {trained}, not {card.autoencoder}; use a new work folder or the same settings")
     context = init_distributed(settings.device)
     try:
         Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
