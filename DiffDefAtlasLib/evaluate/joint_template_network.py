@@ -95,12 +95,12 @@ class JointTemplateObjective(torch.nn.Module):
         n = subjects.shape[0]
         fixed, masks = atlas.expand(n, *atlas.shape[1:]), mask.expand(n, *mask.shape[1:])
         fixed_in, moving_in = prepare_network_inputs(fixed, subjects, masks, self.grid)
-        registration, _, displacement, coarse_mask = coarse_pair_loss(self.registration, self.criterion, fixed_in, moving_in, masks, self.grid)
+        registration_loss, _, displacement, coarse_mask = coarse_pair_loss(self.registration, self.criterion, fixed_in, moving_in, masks, self.grid)
         inside = coarse_mask[:1]
         centrality = (displacement.mean(dim=0, keepdim=True).pow(2).sum(dim=1, keepdim=True) * inside).sum() / inside.sum().clamp_min(1.0)
         smooth = first_difference_penalty(offset)
-        loss = registration + self.settings.centrality * centrality + self.settings.smoothness * smooth
-        return {"loss": loss, "registration": registration.detach(), "centrality": centrality.detach(), "smooth": smooth.detach()}
+        loss = registration_loss + self.settings.centrality * centrality + self.settings.smoothness * smooth
+        return {"loss": loss, "registration": registration_loss.detach(), "centrality": centrality.detach(), "smooth": smooth.detach()}
 
 
 def _digest(images: torch.Tensor, points: np.ndarray, registration: torch.nn.Module, settings: JointTemplateSettings, grid: Grid) -> str:
