@@ -107,6 +107,8 @@ def test_a_two_level_autoencoder_runs_through_every_stage(tmp_path, capsys):
     assert generator.generate({"age": 50}).displacement.shape[1:] == tuple(generator.output_grid.shape)
     assert main(["train", "--stage", "autoencoder", "--steps", "2", "--autoencoder-channels", "8", *common]) != 0
     assert "two or more" in capsys.readouterr().err
+    assert main(["train", "--stage", "autoencoder", "--steps", "2", "--autoencoder-channels", "8,12", *common]) != 0
+    assert "multiple of 8" in capsys.readouterr().err
     # resuming with other channels would load mismatched weights: refused, and the draft card is kept
     assert main(["train", "--stage", "autoencoder", "--steps", "4", *common]) != 0
     assert "use a new work folder" in capsys.readouterr().err

@@ -210,8 +210,7 @@ def new_draft(name: str, fields: FieldSet, working_grid, output_grid, template: 
     """A card for a new model trained on ``fields``: conditions, grids, network and scheduler defaults, velocity scale."""
     residual = fields.velocities.astype(np.float64) - field_mean(fields)[None]
     rms = float(np.sqrt(np.mean(residual**2)))
-    factor = autoencoder_factor()
-    latent = [int(AUTOENCODER_DEFAULTS["latent_channels"]), *[int(np.ceil(s / factor)) for s in fields.grid.shape]]
+    latent = latent_shape_for(AUTOENCODER_DEFAULTS, fields.grid.shape)
     return ModelCard(
         name=name,
         spatial_dims=fields.grid.spatial_dims,
@@ -230,14 +229,20 @@ def new_draft(name: str, fields: FieldSet, working_grid, output_grid, template: 
     )
 
 
+def latent_shape_for(autoencoder: dict[str, Any], velocity_shape) -> list[int]:
+    """``[latent channels, *spatial]`` of an autoencoder configuration over velocity fields of ``velocity_shape``."""
+    factor = autoencoder_factor(autoencoder)
+    return [int(autoencoder["latent_channels"]), *[int(np.ceil(int(s) / factor)) for s in velocity_shape]]
+
+
 def with_autoencoder_channels(card: ModelCard, channels: list[int]) -> ModelCard:
     """``card`` with the autoencoder's channels per level set to ``channels`` and the latent shape to match (one
     level fewer halves the downsampling). Used before the autoencoder stage only: the later stages read both."""
-    if len(channels) < 2 or any(int(c) < 1 for c in channels):
-        raise DiffDefInputError(f"autoencoder channels: expected two or more positive counts, found {channels}")
+    groups = int(card.autoencoder["norm_num_groups"])
+    if len(channels) < 2 or any(int(c) < 1 or int(c) % groups for c in channels):
+        raise DiffDefInputError(f"autoencoder channels: expected two or more positive counts, each a multiple of {groups} (the normalisation groups), found {channels}")
     card.autoencoder = {**card.autoencoder, "channels": [int(c) for c in channels]}
-    factor = autoencoder_factor(card.autoencoder)
-    card.latent_shape = [int(card.autoencoder["latent_channels"]), *[int(np.ceil(s / factor)) for s in card.grids["velocity"]["shape"]]]
+    card.latent_shape = latent_shape_for(card.autoencoder, card.grids["velocity"]["shape"])
     return card
 
 
