@@ -144,18 +144,22 @@ def test_the_exact_mean_scores_perfectly_and_a_shifted_one_does_not():
     assert 0.8 < shifted["epe_mean_mm"] < 1.2 and shifted["ventricle_dice_min"] < 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="brain3d misses the issue-5 accuracy targets: measured endpoint error 0.67 mm mean / 0.94 mm max (5 ages x "
-    "2 sexes) against 0.5 mm, ventricle Dice 0.78 min against 0.9; its age effect is too weak at the ends of the range",
-)
+@needs_brain3d
 def test_brain3d_matches_the_population_conditional_mean():
-    """Reference: the population model's exact conditional-mean deformation exp(E[v | age, sex]) (2 mm grid)."""
+    """Reference: the population model's exact conditional-mean deformation exp(E[v | age, sex]) (2 mm grid), at
+    both ends of the trained age range (where the model without a trend was worst), both sexes. Issue-5 targets:
+    mean endpoint error <= 0.5 mm, ventricle Dice >= 0.9, ventricle volume within 5 %; and the atlas's ventricle
+    growth with age within 15 % of the truth's."""
     from DiffDefAtlasLib.generate.evaluation import evaluate_brain3d
 
-    report = evaluate_brain3d(ages=(55.0,), sexes=("F", "M"))
-    assert report["epe_max_mm"] <= 0.5
+    age = load_generator("brain3d", "cpu").card.condition("age")
+    report = evaluate_brain3d(ages=(age.minimum, age.maximum), sexes=("F", "M"))
+    assert report["epe_mean_mm"] <= 0.5
     assert report["ventricle_dice_min"] >= 0.9
+    assert report["ventricle_volume_error_max"] <= 0.05
+    for sex in ("F", "M"):
+        truth = report["ventricle_ml_per_year_truth"][sex]
+        assert truth > 0.1 and abs(report["ventricle_ml_per_year"][sex] - truth) <= 0.15 * truth
 
 
 @needs_oasis2d

@@ -5,6 +5,7 @@ Each row of the table "Where the ventricle trend is lost" in docs/generator.md i
 
     python scripts/diagnose_brain3d.py lowpass --block-mm 8          # the exact mean averaged over 8 mm blocks
     python scripts/diagnose_brain3d.py autoencoder --work WORK       # the exact mean through WORK's autoencoder
+    python scripts/diagnose_brain3d.py trend --model DIR             # a model's fitted trend alone, no diffusion
     python scripts/diagnose_brain3d.py draws --samples 16            # velocity mean of population draws
     python scripts/diagnose_brain3d.py noise-averaged --samples 16   # one-step estimate averaged over start latents
     python scripts/diagnose_brain3d.py guidance --scale 1.25         # one-step atlas, classifier-free guidance
@@ -48,14 +49,24 @@ def autoencoder(work: str):
     from DiffDefAtlasLib.generate.networks import autoencoder_factor
     from DiffDefAtlasLib.train.stages import _pad_fields, load_draft, load_trained_autoencoder
 
+    from DiffDefAtlasLib.generate.conditions import encode_conditions
+    from DiffDefAtlasLib.generate.trend import is_fitted, trend_velocity
+
     population = load_population_model()
     card = load_draft(work)
     network = load_trained_autoencoder(work, card)
-    mean = torch.from_numpy(np.load(f"{work}/field_mean.npy"))
+    intercept = torch.from_numpy(np.load(f"{work}/field_mean.npy"))
+    maps = torch.from_numpy(np.load(f"{work}/trend_maps.npy")) if is_fitted(card.trend) else None
     scale = float(card.velocity_scale)
     factor = autoencoder_factor(card.autoencoder)
 
+    def baseline(age: float, sex: str) -> torch.Tensor:
+        """What the autoencoder codes around: the mean field, or the trend at these conditions."""
+        values, present = encode_conditions(card, {"age": age, "sex": sex})
+        return trend_velocity(card.trend, card.condition_names, intercept, maps, torch.from_numpy(values)[None], torch.from_numpy(present)[None])
+
     def velocity(age: float, sex: str) -> torch.Tensor:
+        mean = baseline(age, sex)
         x = (torch.from_numpy(population.mean_velocity(age, sex))[None] - mean) / scale
         mu, _ = network.encode(_pad_fields(x, factor))
         decoded = network.decode_stage_2_outputs(mu)[..., : x.shape[2], : x.shape[3], : x.shape[4]]
@@ -85,7 +96,7 @@ def noise_averaged(generator, samples: int):
         v = torch.as_tensor(values)[None].expand(samples, -1)
         p = torch.as_tensor(present)[None].expand(samples, -1)
         latent = ddim_sample(generator.denoise, start, v, p, steps=1, scheduler_settings=generator.card.scheduler)
-        return generator.decode(latent.mean(0, keepdim=True) / float(generator.card.latent_scale))
+        return generator.decode(latent.mean(0, keepdim=True) / float(generator.card.latent_scale), values, present)
 
     return velocity
 
@@ -111,17 +122,28 @@ def guidance(generator, scale: float, only: str | None):
         start = torch.zeros((1, *generator.card.latent_shape))
         steps = int(generator.card.sampling.get("steps", 1))
         latent = ddim_sample(denoiser, start, torch.as_tensor(values)[None], torch.as_tensor(present)[None], steps=steps, scheduler_settings=generator.card.scheduler)
-        return generator.decode(latent / float(generator.card.latent_scale))
+        return generator.decode(latent / float(generator.card.latent_scale), values, present)
+
+    return velocity
+
+
+def trend(generator):
+    """A model's fitted conditional-mean trend alone: the atlas without the diffusion model's residual."""
+    from DiffDefAtlasLib.generate.conditions import encode_conditions, resolve_conditions
+
+    def velocity(age: float, sex: str) -> torch.Tensor:
+        values, present = encode_conditions(generator.card, resolve_conditions(generator.card, {"age": age, "sex": sex}, False))
+        return generator.network.mean_velocity(1, torch.as_tensor(values)[None], torch.as_tensor(present)[None])
 
     return velocity
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("lowpass", "autoencoder", "draws", "noise-averaged", "guidance", "atlas"))
+    parser.add_argument("what", choices=("lowpass", "autoencoder", "draws", "noise-averaged", "guidance", "atlas", "trend"))
     parser.add_argument("--block-mm", type=float, default=8.0, help="lowpass: block size in mm (a multiple of 4)")
     parser.add_argument("--work", help="autoencoder: training work folder")
-    parser.add_argument("--model", default="brain3d", help="draws, guidance, atlas: generator name or folder")
+    parser.add_argument("--model", default="brain3d", help="draws, guidance, atlas, trend: generator name or folder")
     parser.add_argument("--samples", type=int, default=16, help="draws, noise-averaged: number of start latents")
     parser.add_argument("--steps", type=int, default=None, help="draws: DDIM steps (default: the card's sample_steps)")
     parser.add_argument("--scale", type=float, default=1.25, help="guidance: guidance scale")
@@ -150,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             source = noise_averaged(generator, args.samples)
         elif args.what == "guidance":
             source = guidance(generator, args.scale, args.only)
+        elif args.what == "trend":
+            source = trend(generator)
         else:
             source = lambda age, sex: generator.sample_velocity({"age": age, "sex": sex})  # noqa: E731
     with torch.no_grad():

@@ -167,9 +167,15 @@ class Generator:
         latent = ddim_sample(self.denoise, start, v, p, steps=steps, guidance=guidance, scheduler_settings=self.card.scheduler)
         return latent / float(self.card.latent_scale)
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Latent -> velocity field ``(B, ndim, *velocity_shape)`` in RAS mm."""
-        return self.network.decode_velocity(latent, float(self.card.velocity_scale))
+    def decode(self, latent: torch.Tensor, values: np.ndarray | None = None, present: np.ndarray | None = None) -> torch.Tensor:
+        """Latent -> velocity field ``(B, ndim, *velocity_shape)`` in RAS mm, for the encoded conditions the latent
+        was sampled for (:func:`~.conditions.encode_conditions`; a model with a trend adds its conditional mean)."""
+        if values is None or present is None:
+            return self.network.decode_velocity(latent, float(self.card.velocity_scale))
+        batch = latent.shape[0]
+        v = torch.as_tensor(values, device=self.device).reshape(batch, -1)
+        p = torch.as_tensor(present, device=self.device).reshape(batch, -1)
+        return self.network.decode_velocity(latent, float(self.card.velocity_scale), v, p)
 
     def velocity_to_displacement(self, velocity: torch.Tensor, grid: Grid | None = None) -> torch.Tensor:
         """Integrate a velocity field on the working grid; return the displacement on ``grid`` (default: output grid)."""
@@ -194,7 +200,7 @@ class Generator:
         resolved = resolve_conditions(self.card, conditions, allow_extrapolation)
         values, present = encode_conditions(self.card, resolved)
         steps, guidance, temperature = self._settings(steps, guidance, temperature)
-        return self.decode(self.sample_latent(values, present, seed, steps, guidance, temperature))
+        return self.decode(self.sample_latent(values, present, seed, steps, guidance, temperature), values, present)
 
     # ------------------------------------------------------------------ products
     @torch.no_grad()
@@ -223,7 +229,7 @@ class Generator:
         timings["sampling_s"] = time.perf_counter() - start
 
         mark = time.perf_counter()
-        velocity = self.decode(latent)
+        velocity = self.decode(latent, values, present)
         timings["decoding_s"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
@@ -324,7 +330,7 @@ class Generator:
         m2 = None
         for k in range(samples):
             latent = self.sample_latent(values, present, seed + k, steps, guidance, temperature)
-            u = self.velocity_to_displacement(self.decode(latent), grid)[0].double()
+            u = self.velocity_to_displacement(self.decode(latent, values, present), grid)[0].double()
             if mean is None:
                 mean, m2 = torch.zeros_like(u), torch.zeros_like(u)
             delta = u - mean

@@ -92,6 +92,8 @@ class ModelCard:
         scheduler: DDPM/DDIM settings (``num_train_timesteps``, ``schedule``, ``prediction_type``...).
         sampling: defaults: ``steps`` (the atlas), ``sample_steps`` (draws at temperature > 0; ``steps`` when absent),
             ``guidance``, ``temperature``, ``integration_steps``.
+        trend: the fitted least-squares trend of the velocities in the conditions (:mod:`.trend`); empty for a
+            model whose autoencoder codes the residual from the unconditional mean.
         training: data, subjects, stages and durations.
         metrics: measured figures (see ``docs/generator.md``).
         weights: ``{"file", "sha256", "bytes"}`` of the safetensors file.
@@ -110,6 +112,7 @@ class ModelCard:
     latent_scale: float = 1.0
     scheduler: dict[str, Any] = field(default_factory=dict)
     sampling: dict[str, Any] = field(default_factory=dict)
+    trend: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, Any] = field(default_factory=dict)

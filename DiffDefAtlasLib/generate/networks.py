@@ -256,7 +256,9 @@ def build_unet(
 class VelocityGenerator(nn.Module):
     """The autoencoder, the latent UNet and the mean training field of one model, saved as one safetensors file.
 
-    The autoencoder codes the residual ``(v - field_mean) / velocity_scale``; :meth:`decode_velocity` undoes both.
+    The autoencoder codes the residual ``(v - mean) / velocity_scale``; :meth:`decode_velocity` undoes both. The
+    mean is ``field_mean``, or with a fitted ``trend`` (:mod:`.trend`) the conditional one, ``field_mean`` (then the
+    trend's intercept) plus the ``trend_maps`` weighted by the conditions' features.
     """
 
     def __init__(
@@ -267,19 +269,39 @@ class VelocityGenerator(nn.Module):
         unet: dict | None = None,
         velocity_shape: Sequence[int] = (),
         latent_shape: Sequence[int] | None = None,
+        trend: dict | None = None,
+        condition_names: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        from .trend import is_fitted
+
         ae_cfg = {**AUTOENCODER_DEFAULTS, **(autoencoder or {})}
         self.autoencoder = build_autoencoder(spatial_dims, ae_cfg)
         self.unet = build_unet(spatial_dims, int(ae_cfg["latent_channels"]), condition_kinds, unet, latent_shape)
-        self.register_buffer("field_mean", torch.zeros(spatial_dims, *[int(s) for s in velocity_shape]))
+        shape = [int(s) for s in velocity_shape]
+        self.register_buffer("field_mean", torch.zeros(spatial_dims, *shape))
+        self.trend = dict(trend) if is_fitted(trend) else None
+        self.condition_names = list(condition_names)
+        if self.trend is not None:
+            self.register_buffer("trend_maps", torch.zeros(len(self.trend["terms"]), spatial_dims, *shape))
 
-    def decode_velocity(self, latent: torch.Tensor, velocity_scale: float) -> torch.Tensor:
-        """Latent (unscaled) -> velocity in mm on the velocity grid (the autoencoder's padding cropped)."""
+    def mean_velocity(self, batch: int, values: torch.Tensor | None = None, present: torch.Tensor | None = None) -> torch.Tensor:
+        """The velocity the autoencoder's residual is added to, ``(batch, ndim, *shape)``: the trend at the network
+        condition values ``(batch, n)`` (unset where ``present`` is false; all unset when ``values`` is None)."""
+        from .trend import trend_velocity
+
+        n = len(self.condition_names)
+        if values is None or present is None:
+            values, present = torch.zeros(batch, n), torch.zeros(batch, n, dtype=torch.bool)
+        return trend_velocity(self.trend, self.condition_names, self.field_mean, getattr(self, "trend_maps", None), values, present)
+
+    def decode_velocity(self, latent: torch.Tensor, velocity_scale: float, values: torch.Tensor | None = None, present: torch.Tensor | None = None) -> torch.Tensor:
+        """Latent (unscaled) -> velocity in mm on the velocity grid (the autoencoder's padding cropped), for the
+        condition values the latent was sampled for (only a model with a trend uses them)."""
         residual = self.autoencoder.decode_stage_2_outputs(latent) * float(velocity_scale)
         shape = tuple(self.field_mean.shape[1:])
         residual = residual[(slice(None), slice(None), *[slice(0, s) for s in shape])]
-        return residual + self.field_mean.to(residual.dtype)
+        return residual + self.mean_velocity(residual.shape[0], values, present).to(residual.dtype)
 
 
 def condition_kinds(card) -> list[tuple[str, int]]:
@@ -291,4 +313,4 @@ def build_generator_network(card) -> VelocityGenerator:
     """An untrained :class:`VelocityGenerator` shaped by a model card."""
     shape = card.grids["velocity"]["shape"] if "velocity" in card.grids else [1] * card.spatial_dims
     latent = list(card.latent_shape[1:]) if card.latent_shape else None
-    return VelocityGenerator(card.spatial_dims, condition_kinds(card), card.autoencoder, card.unet, shape, latent)
+    return VelocityGenerator(card.spatial_dims, condition_kinds(card), card.autoencoder, card.unet, shape, latent, card.trend, card.condition_names)

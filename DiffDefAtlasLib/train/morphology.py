@@ -115,14 +115,14 @@ class MorphologyObjective(nn.Module):
         for parameter in self.registration.parameters():
             parameter.requires_grad_(False)
 
-    def atlas_velocity(self, latent: torch.Tensor) -> torch.Tensor:
-        """Decoder output in mm, cropped to the velocity grid."""
-        return self.network.decode_velocity(latent, float(self.card.velocity_scale))
+    def atlas_velocity(self, latent: torch.Tensor, values: torch.Tensor | None = None, present: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder output in mm, cropped to the velocity grid, for the target conditions (network values)."""
+        return self.network.decode_velocity(latent, float(self.card.velocity_scale), values, present)
 
-    def atlas(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def atlas(self, latents: torch.Tensor, values: torch.Tensor | None = None, present: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(velocity, displacement, image)`` of the atlases of ``latents``, with gradient to the decoder."""
         steps = int(self.card.sampling.get("integration_steps", 7))
-        velocity = self.atlas_velocity(latents)  # (B, ndim, *coarse)
+        velocity = self.atlas_velocity(latents, values, present)  # (B, ndim, *coarse)
         v_work = resample_displacement(velocity, self.velocity_grid, self.working_grid)
         u_atlas = integrate_velocity(v_work, self.working_grid, steps=steps)
         image = warp_image(self.template_work.expand(latents.shape[0], *self.template_work.shape[1:]), u_atlas, self.working_grid)
@@ -146,10 +146,10 @@ class MorphologyObjective(nn.Module):
             neighbours = neighbours - displacement[batch * n :].unsqueeze(1)
         return neighbours
 
-    def forward(self, latents: torch.Tensor, subjects: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, latents: torch.Tensor, subjects: torch.Tensor, weights: torch.Tensor, values: torch.Tensor | None = None, present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         from monai.losses import BendingEnergyLoss
 
-        velocity, u_atlas, atlas = self.atlas(latents)
+        velocity, u_atlas, atlas = self.atlas(latents, values, present)
         displacement = self.neighbour_displacements(atlas, u_atlas, subjects)
         batch, n = subjects.shape[:2]
         w = weights / weights.sum(dim=1, keepdim=True)
@@ -237,7 +237,8 @@ def train_morphology(
                 latents.append(target_latent(int(t)))
                 images.append(subject_images(fields, card, template_work, chosen))
                 weights.append(torch.ones(len(chosen)))  # drawn in proportion to the weights: a plain mean
-            return {"latents": torch.stack(latents), "subjects": torch.stack(images), "weights": torch.stack(weights)}
+            return {"latents": torch.stack(latents), "subjects": torch.stack(images), "weights": torch.stack(weights),
+                    "values": values[targets], "present": present[targets]}
 
         result = run_stage("mp", objective, make_batch, settings, context)
         if context.is_main:

@@ -30,8 +30,9 @@ from .data import FieldSet, oasis2d_fields, population3d_fields, synthetic_field
 @dataclass
 class Recipe:
     """How to build one model: ``fields(subjects, seed)``, ``setup(fields)`` -> (working grid, output grid, template
-    entry, files to write beside the card), a description, default stage settings and sampling defaults that differ
-    from the generic ones (written into the card)."""
+    entry, files to write beside the card), a description, default stage settings, sampling defaults that differ
+    from the generic ones (written into the card), and the terms of the conditional-mean trend the autoencoder codes
+    around (none: the unconditional mean; see :mod:`DiffDefAtlasLib.generate.trend`)."""
 
     name: str
     description: str
@@ -40,6 +41,19 @@ class Recipe:
     subjects: int
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     sampling: dict[str, Any] = field(default_factory=dict)
+    trend: dict[str, Any] = field(default_factory=dict)
+
+
+#: Quadratic in age, per sex, plus the ventricle volume beyond what age and sex predict.
+AGE_SEX_VENTRICLE_TREND: dict[str, Any] = {
+    "terms": [["age"], ["age", "age"], ["sex"], ["sex", "age"], ["ventricle_volume"]],
+    "adjusted": {"ventricle_volume": {"terms": [["age"], ["age", "age"], ["sex"], ["sex", "age"]]}},
+}
+#: The same age and sex terms; CDR and nWBV enter beyond what age and sex predict.
+OASIS_TREND: dict[str, Any] = {
+    "terms": [["age"], ["age", "age"], ["sex"], ["sex", "age"], ["cdr"], ["nwbv"]],
+    "adjusted": {name: {"terms": [["age"], ["age", "age"], ["sex"], ["sex", "age"]]} for name in ("cdr", "nwbv")},
+}
 
 
 def _brain3d_setup(fields: FieldSet):
@@ -94,6 +108,7 @@ RECIPES: dict[str, Recipe] = {
         # noise level. Measured against the population model's exact conditional mean it is closer than the 10-step
         # path from the same start (docs/generator.md, brain3d). Draws from the population (temperature > 0) keep 10.
         sampling={"steps": 1, "sample_steps": 10},
+        trend=AGE_SEX_VENTRICLE_TREND,
     ),
     "oasis2d": Recipe(
         "oasis2d",
@@ -103,6 +118,7 @@ RECIPES: dict[str, Recipe] = {
         _oasis2d_setup,
         subjects=0,
         defaults={"autoencoder": {"steps": 1000, "batch_size": 8, "learning_rate": 2e-3}, "diffusion": {"steps": 1500, "batch_size": 32, "learning_rate": 1e-3}, "mp": {"steps": 40, "batch_size": 1, "learning_rate": 1e-4}},
+        trend=OASIS_TREND,
     ),
     "synthetic2d": Recipe("synthetic2d", "synthetic 2D test model", _synthetic(2), _synthetic_setup, subjects=64,
                           defaults={"autoencoder": {"steps": 40, "batch_size": 8}, "diffusion": {"steps": 60, "batch_size": 16}, "mp": {"steps": 2, "batch_size": 1}}),
@@ -148,6 +164,6 @@ def draft_card(name: str, fields: FieldSet) -> tuple[ModelCard, dict[str, Any]]:
 
     r = recipe(name)
     working, output, template, files = r.setup(fields)
-    card = new_draft(name, fields, working, output, template, r.description)
+    card = new_draft(name, fields, working, output, template, r.description, r.trend)
     card.sampling.update(r.sampling)
     return card, files

@@ -33,7 +33,7 @@ from ..generate.networks import AUTOENCODER_DEFAULTS, UNET_DEFAULTS, autoencoder
 from ..generate.sampling import SCHEDULER_DEFAULTS, make_scheduler, training_target
 from .checkpoints import LossLog, latest_checkpoint, save_checkpoint
 from .data import FieldSet
-from .ddp import DistributedContext, cleanup, init_distributed, shard_indices, unwrap, wrap_model
+from .ddp import DistributedContext, barrier, cleanup, init_distributed, shard_indices, unwrap, wrap_model
 
 DRAFT_CARD = "draft_card.json"
 
@@ -206,8 +206,10 @@ def save_draft(card: ModelCard, work_dir: str | Path) -> None:
     write_text_atomic(Path(work_dir) / DRAFT_CARD, record_template_checksums(card, work_dir).to_json())
 
 
-def new_draft(name: str, fields: FieldSet, working_grid, output_grid, template: dict[str, Any], description: str) -> ModelCard:
-    """A card for a new model trained on ``fields``: conditions, grids, network and scheduler defaults, velocity scale."""
+def new_draft(name: str, fields: FieldSet, working_grid, output_grid, template: dict[str, Any], description: str, trend: dict[str, Any] | None = None) -> ModelCard:
+    """A card for a new model trained on ``fields``: conditions, grids, network and scheduler defaults, velocity scale.
+    ``trend`` names the terms of a conditional-mean trend (:mod:`DiffDefAtlasLib.generate.trend`), fitted by the
+    autoencoder stage."""
     residual = fields.velocities.astype(np.float64) - field_mean(fields)[None]
     rms = float(np.sqrt(np.mean(residual**2)))
     latent = latent_shape_for(AUTOENCODER_DEFAULTS, fields.grid.shape)
@@ -225,6 +227,7 @@ def new_draft(name: str, fields: FieldSet, working_grid, output_grid, template: 
         latent_scale=1.0,
         scheduler=dict(SCHEDULER_DEFAULTS),
         sampling={"steps": 10, "guidance": 1.0, "temperature": 0.0, "integration_steps": 7},
+        trend={k: v for k, v in (trend or {}).items() if k in ("terms", "adjusted")},
         training={"data": fields.source, "subjects": len(fields), "data_info": fields.info, "stages": {}},
     )
 
@@ -251,6 +254,51 @@ def field_mean(fields: FieldSet) -> np.ndarray:
     return fields.velocities.astype(np.float64).mean(axis=0).astype(np.float32)
 
 
+TREND_MAPS = "trend_maps.npy"
+
+
+def fit_field_trend(fields: FieldSet, card: ModelCard) -> tuple[ModelCard, np.ndarray, np.ndarray]:
+    """Fit the trend the card names to ``fields`` (when it names one): the card gets the fitted entry and a velocity
+    scale from the residual, and is returned with the intercept and term maps for :func:`save_baseline`."""
+    from ..generate.trend import fit_trend
+
+    values, present = condition_arrays(fields, card)
+    config, intercept, maps = fit_trend(fields.velocities, card.condition_names, values, present, card.trend["terms"], card.trend.get("adjusted"))
+    card.trend = config
+    card.velocity_scale = round(max(config["residual_rms_mm"], 1e-3) * 2.0, 6)
+    return card, intercept, maps
+
+
+def save_baseline(work_dir: str | Path, mean: np.ndarray, trend_maps: np.ndarray | None) -> None:
+    """``field_mean.npy`` (the mean, or the trend's intercept) and ``trend_maps.npy`` in the work folder."""
+    for name, array in (("field_mean.npy", mean), (TREND_MAPS, trend_maps)):
+        if array is None:
+            (Path(work_dir) / name).unlink(missing_ok=True)
+            continue
+        with atomic_path(Path(work_dir) / name) as tmp, open(tmp, "wb") as stream:
+            np.save(stream, array)
+
+
+class Baseline:
+    """What the autoencoder codes each training field around: the mean field, or the fitted trend at the subject's
+    conditions, read from the work folder."""
+
+    def __init__(self, work_dir: str | Path, card: ModelCard, fields: FieldSet) -> None:
+        from ..generate.trend import is_fitted
+
+        self.mean = torch.from_numpy(np.load(Path(work_dir) / "field_mean.npy"))
+        self.trend = card.trend if is_fitted(card.trend) else None
+        self.maps = torch.from_numpy(np.load(Path(work_dir) / TREND_MAPS)) if self.trend else None
+        self.names = card.condition_names
+        self.values, self.present = condition_arrays(fields, card)
+
+    def __call__(self, index: torch.Tensor) -> torch.Tensor:
+        """``(len(index), ndim, *shape)`` float32."""
+        from ..generate.trend import trend_velocity
+
+        return trend_velocity(self.trend, self.names, self.mean, self.maps, self.values[index], self.present[index])
+
+
 def _pad_fields(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Pad fields to a multiple of the autoencoder factor (edge values), as :meth:`Generator.decode` crops back."""
     shape = x.shape[2:]
@@ -274,22 +322,26 @@ def train_autoencoder(fields: FieldSet, settings: StageSettings, card: ModelCard
     context = init_distributed(settings.device)
     try:
         Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
+        if card.trend.get("terms"):
+            card, mean, maps = fit_field_trend(fields, card)
+        else:
+            mean, maps = field_mean(fields), None
         if context.is_main:
             save_draft(card, settings.work_dir)
-            with atomic_path(Path(settings.work_dir) / "field_mean.npy") as tmp, open(tmp, "wb") as stream:
-                np.save(stream, field_mean(fields))
+            save_baseline(settings.work_dir, mean, maps)
+        barrier(context)
         torch.manual_seed(settings.seed)
         autoencoder = build_autoencoder(card.spatial_dims, card.autoencoder)
         objective = AutoencoderObjective(autoencoder, settings.kl_weight)
         factor = autoencoder_factor(card.autoencoder)
         data = torch.from_numpy(np.ascontiguousarray(fields.velocities))
-        mean = torch.from_numpy(field_mean(fields))
+        baseline = Baseline(settings.work_dir, card, fields)
         scale = float(card.velocity_scale)
         latent_shape = card.latent_shape
 
         def make_batch(step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
             index = torch.randint(0, len(data), (settings.batch_size,), generator=generator)
-            x = _pad_fields((data[index].float() - mean) / scale, factor)
+            x = _pad_fields((data[index].float() - baseline(index)) / scale, factor)
             noise = torch.randn((settings.batch_size, *latent_shape), generator=generator)
             return {"fields": x, "noise": noise}
 
@@ -324,13 +376,13 @@ def load_trained_autoencoder(work_dir: str | Path, card: ModelCard) -> nn.Module
 
 
 @torch.no_grad()
-def encode_fields(autoencoder: nn.Module, fields: FieldSet, card: ModelCard, batch: int = 16) -> torch.Tensor:
+def encode_fields(autoencoder: nn.Module, fields: FieldSet, card: ModelCard, baseline: Baseline, batch: int = 16) -> torch.Tensor:
     """Posterior means of every field's latent ``(N, C, *latent)`` (unscaled)."""
     factor = autoencoder_factor(card.autoencoder)
-    mean = torch.from_numpy(field_mean(fields))
     out = []
     for i in range(0, len(fields), batch):
-        x = (torch.from_numpy(fields.velocities[i : i + batch]).float() - mean) / float(card.velocity_scale)
+        index = torch.arange(i, min(i + batch, len(fields)))
+        x = (torch.from_numpy(fields.velocities[i : i + batch]).float() - baseline(index)) / float(card.velocity_scale)
         mu, _ = autoencoder.encode(_pad_fields(x, factor))
         out.append(mu)
     return torch.cat(out)
@@ -363,7 +415,7 @@ def train_diffusion(fields: FieldSet, settings: StageSettings) -> dict[str, Any]
         if latents_path.is_file():
             latents = torch.load(latents_path, weights_only=True)
         else:
-            latents = encode_fields(load_trained_autoencoder(settings.work_dir, card), fields, card)
+            latents = encode_fields(load_trained_autoencoder(settings.work_dir, card), fields, card, Baseline(settings.work_dir, card, fields))
             if context.is_main:
                 with atomic_path(latents_path) as tmp:
                     torch.save(latents, tmp)
@@ -412,6 +464,8 @@ def assemble_network(work_dir: str | Path, card: ModelCard, use_mp: bool = True,
     network = build_generator_network(card)
     network.autoencoder.load_state_dict(load_trained_autoencoder(work_dir, card).state_dict())
     network.field_mean.copy_(torch.from_numpy(np.load(Path(work_dir) / "field_mean.npy")))
+    if network.trend is not None:
+        network.trend_maps.copy_(torch.from_numpy(np.load(Path(work_dir) / TREND_MAPS)))
     diffusion = _final_state(work_dir, "diffusion")
     network.unet.load_state_dict({k.removeprefix("unet."): v for k, v in diffusion.items() if k.startswith("unet.")})
     if use_mp and latest_checkpoint(work_dir, "mp") is not None:
