@@ -162,6 +162,17 @@ def test_brain3d_matches_the_population_conditional_mean():
         assert truth > 0.1 and abs(report["ventricle_ml_per_year"][sex] - truth) <= 0.15 * truth
 
 
+@needs_brain3d
+def test_the_ventricle_volume_condition_sets_the_atlas_ventricles():
+    """Reference: the condition's own definition, the lateral-ventricle volume of a subject's warped template labels.
+    The atlas for a set ventricle volume must have about that volume, at both ends of its trained range."""
+    generator = load_generator("brain3d", "cpu")
+    spec = generator.card.condition("ventricle_volume")
+    for volume in (spec.minimum + 2.0, spec.maximum - 1.0):
+        result = generator.generate({"age": 50.0, "sex": "F", "ventricle_volume": volume})
+        assert abs(result.summary["volumes_ml"]["lateral_ventricles"] - volume) <= 0.15 * volume, volume
+
+
 @needs_oasis2d
 def test_unconditional_oasis2d_from_the_command_line(tmp_path):
     """Reference: the model card's condition names: with no --set, every condition is reported unset."""

@@ -103,7 +103,7 @@ RECIPES: dict[str, Recipe] = {
         lambda subjects, seed: population3d_fields(subjects, seed),
         _brain3d_setup,
         subjects=1000,
-        defaults={"autoencoder": {"steps": 1100, "batch_size": 4, "learning_rate": 1e-3}, "diffusion": {"steps": 2400, "batch_size": 16, "learning_rate": 1e-3}, "mp": {"steps": 30, "batch_size": 1, "learning_rate": 1e-4}},
+        defaults={"autoencoder": {"steps": 1500, "batch_size": 4, "learning_rate": 1e-3}, "diffusion": {"steps": 2400, "batch_size": 16, "learning_rate": 1e-3}, "mp": {"steps": 30, "batch_size": 1, "learning_rate": 1e-4}},
         # One DDIM step from the zero latent: the denoiser's own estimate of the conditional mean latent at the highest
         # noise level. Measured against the population model's exact conditional mean it is closer than the 10-step
         # path from the same start (docs/generator.md, brain3d). Draws from the population (temperature > 0) keep 10.
