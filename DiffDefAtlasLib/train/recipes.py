@@ -44,16 +44,12 @@ class Recipe:
     trend: dict[str, Any] = field(default_factory=dict)
 
 
-#: Quadratic in age, per sex, plus the ventricle volume beyond what age and sex predict.
-AGE_SEX_VENTRICLE_TREND: dict[str, Any] = {
-    "terms": [["age"], ["age", "age"], ["sex"], ["sex", "age"], ["ventricle_volume"]],
-    "adjusted": {"ventricle_volume": {"terms": [["age"], ["age", "age"], ["sex"], ["sex", "age"]]}},
-}
-#: The same age and sex terms; CDR and nWBV enter beyond what age and sex predict.
-OASIS_TREND: dict[str, Any] = {
-    "terms": [["age"], ["age", "age"], ["sex"], ["sex", "age"], ["cdr"], ["nwbv"]],
-    "adjusted": {name: {"terms": [["age"], ["age", "age"], ["sex"], ["sex", "age"]]} for name in ("cdr", "nwbv")},
-}
+#: Quadratic in age, per sex.
+AGE_SEX_TERMS: list[list[str]] = [["age"], ["age", "age"], ["sex"], ["sex", "age"]]
+#: The age and sex terms, plus the ventricle volume beyond what age and sex predict.
+AGE_SEX_VENTRICLE_TREND: dict[str, Any] = {"terms": [*AGE_SEX_TERMS, ["ventricle_volume"]], "adjusted": {"ventricle_volume": {"terms": AGE_SEX_TERMS}}}
+#: The age and sex terms; CDR and nWBV enter beyond what age and sex predict.
+OASIS_TREND: dict[str, Any] = {"terms": [*AGE_SEX_TERMS, ["cdr"], ["nwbv"]], "adjusted": {name: {"terms": AGE_SEX_TERMS} for name in ("cdr", "nwbv")}}
 
 
 def _brain3d_setup(fields: FieldSet):
