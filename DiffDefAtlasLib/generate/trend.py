@@ -107,7 +107,7 @@ def fit_trend(
     n = int(velocities.shape[0])
     if n < len(terms) + 2:
         raise DiffDefInputError(f"trend: {len(terms)} terms need more than {len(terms) + 1} training fields, found {n}")
-    base = {name: (values[:, j].double(), present[:, j].bool()) for j, name in enumerate(names)}
+    base = _coordinates({}, names, values, present)
     config: dict[str, Any] = {"terms": [list(t) for t in terms], "adjusted": {}}
     for name, adjust in (adjusted or {}).items():
         if name not in base:
