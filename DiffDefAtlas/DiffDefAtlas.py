@@ -379,7 +379,12 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onExport(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
             folder = self.ui.exportDirectoryButton.directory
-            written = self.logic.exportAtlas(folder)
+            conflicts = self.logic.exportConflicts(folder)
+            if conflicts and not slicer.util.confirmOkCancelDisplay(
+                    _("Replace {n} files of this atlas in {folder}?").format(n=len(conflicts), folder=folder),
+                    detailedText="\n".join(str(p) for p in conflicts)):
+                return
+            written = self.logic.exportAtlas(folder, overwrite=bool(conflicts))
             slicer.util.showStatusMessage(_("Wrote {n} files to {folder}").format(n=len(written), folder=folder), 5000)
 
     @staticmethod
@@ -570,20 +575,31 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
 
     # --- export
 
-    def exportAtlas(self, folder) -> dict:
-        """Write the current atlas, labels, deformation (NIfTI intent 1006), Jacobian, folding and summary to a folder.
-
-        File names say model, conditions and seed (``brain3d_age-72_sex-F_seed-0_atlas.nii.gz``...).
-        """
+    def _exportStem(self) -> tuple:
         p = self.getParameterNode()
         if not p.atlasVolume:
             raise ValueError("no atlas to export: generate one first")
         record = layers.read_generation_record(p.atlasVolume.GetAttribute(layers.GENERATION_ATTRIBUTE))
+        return record, layers.export_stem_for_record(record, p.model)
+
+    def exportConflicts(self, folder) -> list:
+        """The files in ``folder`` that :meth:`exportAtlas` would replace (ask the user before passing overwrite)."""
+        _, stem = self._exportStem()
+        return [path for path in scene.export_paths(folder, stem).values() if path.exists()]
+
+    def exportAtlas(self, folder, overwrite: bool = False) -> dict:
+        """Write the current atlas, labels, deformation (NIfTI intent 1006), Jacobian, folding and summary to a folder.
+
+        File names say model, conditions and seed (``brain3d_age-72_sex-F_seed-0_atlas.nii.gz``...). Files of those
+        names already in the folder are replaced only with ``overwrite`` (otherwise an error lists them).
+        """
+        p = self.getParameterNode()
+        record, stem = self._exportStem()
         displacement, grid = self.displacementFromTransformNode(p.deformation) if p.deformation else (None, None)
         return scene.export_atlas(
-            folder, layers.export_stem_for_record(record, p.model), atlas=self.volumeFromNode(p.atlasVolume),
+            folder, stem, atlas=self.volumeFromNode(p.atlasVolume),
             labels=self.volumeFromNode(p.atlasLabels) if p.atlasLabels else None, displacement=displacement, grid=grid,
-            jacobian=self.volumeFromNode(p.jacobianVolume) if p.jacobianVolume else None, summary=record)
+            jacobian=self.volumeFromNode(p.jacobianVolume) if p.jacobianVolume else None, summary=record, overwrite=overwrite)
 
 
 #

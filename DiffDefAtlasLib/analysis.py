@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import DiffDefInputError
 from .imageio import Volume
 from .spatial import Grid, folding_mask, jacobian_determinant, jacobian_summary
 
@@ -23,14 +24,19 @@ class FieldAnalysis:
 def analyze_field(displacement: np.ndarray, grid: Grid, mask: np.ndarray | None = None) -> FieldAnalysis:
     """Jacobian determinant (physical units), folding mask and summary of a RAS field ``(ndim, *shape)``.
 
-    ``mask`` (same shape as the grid) restricts the summary figures, not the maps.
+    ``mask`` (same shape as the grid) restricts the summary figures, not the maps. A field with NaN or infinite
+    values is refused (:class:`~DiffDefAtlasLib.errors.DiffDefInputError`): its Jacobian would read as "no folding".
 
     Example:
         >>> g = Grid((8, 8, 8), np.eye(4))
         >>> analyze_field(np.zeros((3, 8, 8, 8)), g).summary["folding_ratio_nonpositive"]
         0.0
     """
-    u = torch.as_tensor(np.asarray(displacement, dtype=np.float64))[None]
+    array = np.asarray(displacement, dtype=np.float64)
+    bad = int((~np.isfinite(array)).sum())
+    if bad:
+        raise DiffDefInputError(f"displacement field: {bad} of {array.size} values are NaN or infinite; expected a finite field")
+    u = torch.as_tensor(array)[None]
     jac = jacobian_determinant(u, grid)
     mask_t = None if mask is None else torch.as_tensor(np.asarray(mask) > 0)[None]
     summary = jacobian_summary(jac, grid, mask_t)

@@ -15,11 +15,14 @@ from .analysis import FieldAnalysis, analyze_field
 from .device import run_with_cpu_fallback, select_device
 from .generate.bundled import generate_atlas, list_models, load_generator
 from .imageio import Volume, read_image, write_image
+from .errors import DiffDefInputError, QualityCheckError
 from .register.engine import RegistrationCancelled, RegistrationResult, register_to_atlas
 from .template import load_template
 
 __all__ = [
+    "DiffDefInputError",
     "FieldAnalysis",
+    "QualityCheckError",
     "RegistrationCancelled",
     "RegistrationResult",
     "Volume",

@@ -72,3 +72,68 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+#: Name pattern of the folder a result is built in, beside its target: ``.<target>.partial-<pid>``.
+STAGING_MARK = ".partial-"
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when a process with this id runs on this machine (the owner of a staging folder)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the staging folders of ``target`` left by runs that were killed (their process is gone)."""
+    import shutil
+
+    removed = []
+    for candidate in target.parent.glob(f".{target.name}{STAGING_MARK}*"):
+        pid_text = candidate.name.rsplit(STAGING_MARK, 1)[-1].split(".")[0]
+        if candidate.is_dir() and pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
+@contextmanager
+def staged_folder(target: str | Path) -> Iterator[Path]:
+    """Yield an empty folder beside ``target`` to build a result in; on success it replaces ``target`` as a whole.
+
+    The previous ``target`` (if any) stays untouched until the new folder is complete, so an interrupted run leaves
+    either the old result or the new one, never a mix. On error the staging folder is removed; one left by a killed
+    process is removed by the next run (:func:`remove_stale_staging`).
+
+    Example:
+        >>> with staged_folder("atlas70M") as tmp:  # doctest: +SKIP
+        ...     (tmp / "summary.json").write_text("{}")
+    """
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
+    staging = target.parent / f".{target.name}{STAGING_MARK}{os.getpid()}.{secrets.token_hex(3)}"
+    staging.mkdir()
+    try:
+        yield staging
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+        if target.exists():
+            retired = target.parent / f".{target.name}.replaced-{os.getpid()}.{secrets.token_hex(3)}"
+            os.replace(target, retired)
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

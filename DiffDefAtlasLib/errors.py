@@ -18,3 +18,8 @@ class DiffDefInputError(ValueError):
         ...
         DiffDefAtlasLib.errors.DiffDefInputError: scan.nii.gz: expected a 3D image, found 2D (176x208)
     """
+
+
+class QualityCheckError(DiffDefInputError):
+    """A computation ran, but its own quality checks say the result is wrong (a NaN field, a misplaced affine):
+    nothing is written, and the command line exits with status 2 naming the figure and its threshold."""

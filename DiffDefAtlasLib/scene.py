@@ -627,6 +627,15 @@ EXPORT_SUFFIXES = {
 }
 
 
+class ExportConflict(DiffDefInputError):
+    """Files of the names an export would write exist already; ``paths`` lists them (the caller may ask the user)."""
+
+    def __init__(self, paths: list[Path]):
+        names = ", ".join(p.name for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        super().__init__(f"{paths[0].parent}: {names} exist already; export again with overwrite to replace them")
+        self.paths = list(paths)
+
+
 def export_paths(folder: str | Path, stem: str) -> dict[str, Path]:
     """Where :func:`export_atlas` writes each item."""
     folder = Path(folder)
@@ -643,11 +652,14 @@ def export_atlas(
     grid=None,
     jacobian: Volume | None = None,
     summary: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write the atlas, its labels, deformation (NIfTI intent 1006, RAS mm), Jacobian, folding and summary.
 
     Every file is written atomically; the folding map is det J <= 0 of the exported Jacobian. Returns the paths
-    written, keyed as :data:`EXPORT_SUFFIXES`.
+    written, keyed as :data:`EXPORT_SUFFIXES`. The folder is the user's: a file of the same name already there is
+    replaced only with ``overwrite`` (the Slicer module asks first); without it :class:`ExportConflict` lists them
+    and nothing is written.
 
     Example:
         >>> export_atlas("out", "brain3d_age-72_sex-F_seed-0", atlas=volume)  # doctest: +SKIP
@@ -660,14 +672,19 @@ def export_atlas(
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DiffDefInputError(f"{folder}: expected a folder to export into, found a file")
-    folder.mkdir(parents=True, exist_ok=True)
+    if displacement is not None and grid is None:
+        raise ValueError("exporting a displacement needs its grid")
     paths = export_paths(folder, stem)
+    wanted = {"atlas": True, "labels": labels is not None, "displacement": displacement is not None,
+              "jacobian": jacobian is not None, "folding": jacobian is not None, "summary": summary is not None}
+    existing = [paths[key] for key, used in wanted.items() if used and paths[key].exists()]
+    if existing and not overwrite:
+        raise ExportConflict(existing)
+    folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {"atlas": write_image(atlas, paths["atlas"])}
     if labels is not None:
         written["labels"] = write_image(Volume(np.asarray(labels.array).astype(np.uint8), labels.affine), paths["labels"])
     if displacement is not None:
-        if grid is None:
-            raise ValueError("exporting a displacement needs its grid")
         written["displacement"] = save_displacement_nifti(np.asarray(displacement, dtype=np.float32), grid, paths["displacement"])
     if jacobian is not None:
         written["jacobian"] = write_image(Volume(np.asarray(jacobian.array, dtype=np.float32), jacobian.affine), paths["jacobian"])

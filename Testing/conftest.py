@@ -17,3 +17,15 @@ def shared_data():
     if path is None:
         pytest.skip("../shared/data is absent (set DIFFDEF_ATLAS_DATA to point at it)")
     return path
+
+
+@pytest.fixture
+def fresh_generator_caches():
+    """Loaded generators and templates are cached per process; a test using this starts from the files on disk."""
+    from DiffDefAtlasLib.generate import atlas, bundled
+
+    bundled._load_cached.cache_clear()
+    atlas._template_images_cached.cache_clear()
+    yield
+    bundled._load_cached.cache_clear()
+    atlas._template_images_cached.cache_clear()

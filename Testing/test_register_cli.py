@@ -125,9 +125,17 @@ def test_refuses_a_non_empty_folder_without_overwrite(run_3d, tmp_path, capsys):
     argv = ["--moving", str(paths["moving"]), "--fixed", str(paths["fixed"]), "--out", str(out), "--device", "cpu", "--no-affine"]
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(argv + ["--overwrite"]) == 0
-    assert (out / "warped.nii.gz").is_file() and (out / "keep.txt").is_file()
+    # --overwrite replaces a result folder as a whole, so a folder of the user's own files is never replaced.
+    assert main(argv + ["--overwrite"]) == 2
+    assert "not a diffdef-atlas result" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "user data" and not (out / "warped.nii.gz").exists()
+    result = tmp_path / "result"
+    assert main(["--moving", str(paths["moving"]), "--fixed", str(paths["fixed"]), "--out", str(result), "--device", "cpu", "--no-affine"]) == 0
+    (result / "stale.txt").write_text("from an older run")
+    assert main(["--moving", str(paths["moving"]), "--fixed", str(paths["fixed"]), "--out", str(result), "--device", "cpu", "--no-affine", "--overwrite"]) == 0
+    assert (result / "warped.nii.gz").is_file() and not (result / "stale.txt").exists()
     assert "PROGRESS 1.000" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left beside it
 
 
 def test_two_dimensional_registration(tmp_path):

@@ -22,10 +22,14 @@ import torch
 from DiffDefAtlasLib.cli.main import main
 from DiffDefAtlasLib.generate.model_card import sha256_file
 from DiffDefAtlasLib.imageio import Volume, read_image, write_image
+
+from clichecks import one_error_line
 from modelfactory import build_tiny_model
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 VERSION_KEYS = ("diffdef_atlas_version", "torch_version", "monai_version", "device", "peak_rss_mb")
+
+pytestmark = pytest.mark.usefixtures("fresh_generator_caches")
 
 
 @pytest.fixture(scope="module")
@@ -39,29 +43,6 @@ def model_copy(model, tmp_path):
     copy = tmp_path / "model_copy"
     shutil.copytree(model, copy)
     return copy
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    """Loaded generators and templates are cached per process; each test starts from the files on disk."""
-    from DiffDefAtlasLib.generate import atlas, bundled
-
-    bundled._load_cached.cache_clear()
-    atlas._template_images_cached.cache_clear()
-    yield
-    bundled._load_cached.cache_clear()
-    atlas._template_images_cached.cache_clear()
-
-
-def one_error_line(capsys, code: int, *needles: str) -> str:
-    """Assert a failed run (status != 0) that printed exactly one stderr line holding every needle; return it."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code != 0, err
-    assert "Traceback" not in err and len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def generate(model, out, *extra):
@@ -296,16 +277,16 @@ def test_registration_weights_that_are_not_safetensors_are_an_input_error(tmp_pa
 # ------------------------------------------------------------------------------------------------ outputs
 @pytest.mark.parametrize("command", ["generate", "sweep"])
 def test_existing_output_folder_is_not_overwritten(model, tmp_path, capsys, command):
-    """Reference: a folder holding the user's file; without --overwrite nothing in it changes, with it the new files
-    are added and the user's file is kept (nothing is deleted)."""
+    """Reference: a folder holding the user's file; without --overwrite nothing in it changes. With --overwrite too,
+    since it replaces result folders (holding summary.json) as a whole and this one is not: the user's file stays."""
     out = tmp_path / "results"
     out.mkdir()
     (out / "notes.txt").write_text("user data")
     argv = [command, "--model", str(model), "--device", "cpu", "--out", str(out)] + (["--vary", "age=50:60:10"] if command == "sweep" else [])
     one_error_line(capsys, main(argv), str(out), "--overwrite")
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "user data"
-    assert main(argv + ["--overwrite"]) == 0
-    assert (out / "notes.txt").read_text() == "user data" and (out / "summary.json").is_file()
+    one_error_line(capsys, main(argv + ["--overwrite"]), str(out), "not a diffdef-atlas result")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "user data"
 
 
 def test_interrupted_write_keeps_the_previous_atlas(model, tmp_path, capsys, monkeypatch):
@@ -332,6 +313,7 @@ def test_interrupted_write_keeps_the_previous_atlas(model, tmp_path, capsys, mon
     assert "interrupted" in capsys.readouterr().err
     assert (out / "atlas.nii.gz").read_bytes() == before
     assert not [p.name for p in out.iterdir() if ".part" in p.name]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # the staging folder is gone too
 
 
 # ------------------------------------------------------------------------------------------------ reproducibility, provenance

@@ -23,22 +23,12 @@ import torch
 from DiffDefAtlasLib.cli.main import main
 from DiffDefAtlasLib.errors import DiffDefInputError
 
+from clichecks import one_error_line
+
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def one_error_line(capsys, code: int, *needles: str) -> str:
-    """Assert a failed run (status != 0) that printed exactly one stderr line holding every needle; return it."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code != 0, err
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 def _blob(shape, spacing=2.0):
     """A smooth positive blob (a skull-stripped "brain") on a grid with ``spacing`` mm voxels."""
     index = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float64)

@@ -172,7 +172,9 @@ def _argv(command, inputs, out):
 @pytest.mark.parametrize("command", ["analyze", "template", "register"])
 def test_existing_output_folder_is_not_overwritten(command, inputs, tmp_path, capsys, untrained_registration_network):
     """Reference: a folder holding the user's file; without --overwrite the command stops with one line naming the
-    folder and nothing in it changes; with --overwrite it writes its files and keeps the user's."""
+    folder and nothing in it changes. --overwrite replaces a result folder as a whole, so a folder without a
+    summary.json (not a result of this tool) is refused too and keeps the user's file; a result folder is replaced
+    as a whole (a file of the older run is gone) and no staging folder is left beside it."""
     out = tmp_path / "results"
     out.mkdir()
     (out / "notes.txt").write_text("user data")
@@ -180,8 +182,15 @@ def test_existing_output_folder_is_not_overwritten(command, inputs, tmp_path, ca
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and str(out) in err[0] and "--overwrite" in err[0]
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-    assert main(_argv(command, inputs, out) + ["--overwrite"]) == 0
-    assert (out / "notes.txt").read_text() == "user data" and (out / "summary.json").is_file() and leftovers(out) == []
+    assert main(_argv(command, inputs, out) + ["--overwrite"]) == 2
+    assert "not a diffdef-atlas result" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    result = tmp_path / "result"
+    assert main(_argv(command, inputs, result)) == 0
+    (result / "older_run.txt").write_text("from an earlier run")
+    assert main(_argv(command, inputs, result) + ["--overwrite"]) == 0
+    assert (result / "summary.json").is_file() and not (result / "older_run.txt").exists() and leftovers(result) == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 @pytest.mark.parametrize("command", ["analyze", "template"])

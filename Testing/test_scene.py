@@ -484,6 +484,25 @@ def test_export_atlas_writes_readable_files(tmp_path):
     assert json.loads(written["summary"].read_text())["conditions"] == {"age": 72}
 
 
+def test_export_never_replaces_files_without_asking(tmp_path):
+    """Reference: the bytes of the user's files. A second export of the same atlas into the folder stops with the
+    names of the files it would replace and changes nothing; with overwrite it replaces its own files only."""
+    atlas = Volume(np.ones((4, 4, 4), np.float32), np.eye(4))
+    first = scene.export_atlas(tmp_path, "m_seed-0", atlas=atlas, summary={"run": 1})
+    (tmp_path / "notes.txt").write_text("user data")
+    other = scene.export_atlas(tmp_path, "m_seed-1", atlas=atlas)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(scene.ExportConflict, match="m_seed-0_atlas.nii.gz") as raised:
+        scene.export_atlas(tmp_path, "m_seed-0", atlas=Volume(np.zeros((4, 4, 4), np.float32), np.eye(4)), summary={"run": 2})
+    assert sorted(raised.value.paths) == sorted(first.values())
+    assert [p for p in scene.export_paths(tmp_path, "m_seed-0").values() if p.exists()] == [first["atlas"], first["summary"]]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    scene.export_atlas(tmp_path, "m_seed-0", atlas=Volume(np.zeros((4, 4, 4), np.float32), np.eye(4)), summary={"run": 2}, overwrite=True)
+    assert json.loads(first["summary"].read_text()) == {"run": 2}
+    assert (tmp_path / "notes.txt").read_text() == "user data" and other["atlas"].read_bytes() == before[other["atlas"].name]
+    assert not [p.name for p in tmp_path.iterdir() if ".part" in p.name]
+
+
 def test_export_atlas_refuses_a_file_as_folder(tmp_path):
     target = tmp_path / "file.txt"
     target.write_text("x")

@@ -240,7 +240,7 @@ def oasis_2d(models: dict[str, Path | None], refine: int, limit: int | None, jso
     from DiffDefAtlasLib.data.labelmaps import dice_per_class
     from DiffDefAtlasLib.data.oasis import load_oasis_slice, oasis_cohort
     from DiffDefAtlasLib.imageio import read_image
-    from DiffDefAtlasLib.register import engine, load_registration_network, register_to_atlas
+    from DiffDefAtlasLib.register import head, load_registration_network, register_to_atlas
     from DiffDefAtlasLib.register.inputs import affine_displacement
     from DiffDefAtlasLib.register.report import kmeans_tissue_labels
     from DiffDefAtlasLib.register.weights import model_folder
@@ -258,7 +258,7 @@ def oasis_2d(models: dict[str, Path | None], refine: int, limit: int | None, jso
         scores = dice_per_class(np.where(template_mask, warped, 0), template_labels, classes=(1, 2, 3))
         return float(np.nanmean(list(scores.values())))
 
-    original_affine, affines, current = engine.affine_register, {}, [None]
+    original_affine, affines, current = head.affine_register, {}, [None]
 
     def shared_affine(*args, **kwargs):
         if current[0] not in affines:
@@ -273,11 +273,11 @@ def oasis_2d(models: dict[str, Path | None], refine: int, limit: int | None, jso
         rows = []
         for sid in ids:
             current[0] = sid
-            engine.affine_register = shared_affine
+            head.affine_register = shared_affine
             try:
                 result = register_to_atlas(slices[sid], template, network=network, refine=refine, device="cpu")
             finally:
-                engine.affine_register = original_affine
+                head.affine_register = original_affine
             s = result.summary
             seconds = s["timings_s"]["deformable_s"] + s["timings_s"].get("refine_s", 0.0)  # the affine is shared, so not timed
             affine_only = affine_displacement(result.affine, template.grid, torch.float64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from ..analysis import analyze_field
 from ..errors import DiffDefInputError
 from ..imageio import read_image, write_image
 from ..spatial import Grid, load_displacement
-from .output import format_summary, prepare_output_dir, write_summary
+from .output import check_output_dir, format_summary, result_folder, write_summary
 
 
 def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,12 +33,14 @@ def run_analyze(args: argparse.Namespace) -> int:
         if Grid(mask_volume.array.shape, mask_volume.affine) != grid:
             raise DiffDefInputError(f"{args.mask}: the mask must lie on the field's grid {grid}")
         mask = mask_volume.array > 0
-    out = prepare_output_dir(args.out, args.overwrite)
+    check_output_dir(args.out, args.overwrite)
     result = analyze_field(u, grid, mask)
-    write_image(result.jacobian, out / "jacobian.nii.gz")
-    write_image(result.folding, out / "folding.nii.gz")
     summary = {"field": str(args.field), "grid_shape": list(grid.shape), "spacing_mm": list(grid.spacing), **result.summary}
-    write_summary(out / "summary.json", summary, device="cpu")
+    with result_folder(args.out, args.overwrite) as staging:
+        write_image(result.jacobian, staging / "jacobian.nii.gz")
+        write_image(result.folding, staging / "folding.nii.gz")
+        write_summary(staging / "summary.json", summary, device="cpu")
+    out = Path(args.out)
     print(f"Field {args.field} on grid {'x'.join(map(str, grid.shape))} ({', '.join(f'{s:g}' for s in grid.spacing)} mm)")
     print(format_summary(result.summary))
     print(f"Wrote {out / 'jacobian.nii.gz'}, {out / 'folding.nii.gz'}, {out / 'summary.json'}")

@@ -68,6 +68,20 @@ def one_line(error: BaseException) -> str:
     return "; ".join(lines) or type(error).__name__
 
 
+def _interrupt_on_sigterm():
+    """Treat SIGTERM (``kill``, SLURM, Slicer's Cancel) like Ctrl-C: a KeyboardInterrupt, so partial results are
+    cleaned up and the one-line "interrupted" message is printed. Returns the previous handler."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``diffdef-atlas``; returns the exit status (0 success, 2 bad input, 3 cancelled/interrupted, 1 other).
 
@@ -89,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous_showwarning = warnings.showwarning
     if not debug:
         warnings.showwarning = _one_line_warning
+    previous_sigterm = _interrupt_on_sigterm()
     try:
         return int(run(args) or 0)
     except DiffDefInputError as error:
@@ -97,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prefix}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prefix}: interrupted; files already written are complete", file=sys.stderr)
+        print(f"{prefix}: interrupted; nothing half-written was left (an earlier result folder is unchanged, caches keep their completed items)", file=sys.stderr)
         return 3
     except MemoryError:
         if debug:
@@ -117,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         warnings.showwarning = previous_showwarning
+        if previous_sigterm is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":

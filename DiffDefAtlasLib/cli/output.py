@@ -4,24 +4,53 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from ..atomic import write_text_atomic
+from ..atomic import staged_folder, write_text_atomic
 from ..errors import DiffDefInputError
 from ..provenance import environment_info
 
 
-def prepare_output_dir(path: str | Path, overwrite: bool = False) -> Path:
-    """Create the output folder; refuse a non-empty existing one unless ``overwrite`` is set.
+#: Every result folder of the library holds this file; ``--overwrite`` replaces only folders that do.
+SUMMARY_NAME = "summary.json"
 
-    Nothing is deleted: with ``overwrite`` the files of the new run replace those of the same name, one atomic
-    rename at a time.
+
+def check_output_dir(path: str | Path, overwrite: bool = False, *, whole: bool = True) -> Path:
+    """Refuse an output path that is a file, or a non-empty folder without ``overwrite``; create nothing.
+
+    With ``overwrite`` a non-empty folder is replaced as a whole when the new result is complete, so it must be a
+    result folder of this tool (it holds ``summary.json``): a folder of other files is never replaced.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DiffDefInputError(f"{path}: output path exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise DiffDefInputError(f"{path}: output folder is not empty; pass --overwrite to replace its files")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise DiffDefInputError(f"{path}: output folder is not empty; pass --overwrite to replace it")
+        if whole and not (path / SUMMARY_NAME).is_file():
+            raise DiffDefInputError(
+                f"{path}: --overwrite replaces a whole result folder, and this one has no {SUMMARY_NAME} "
+                "(it is not a diffdef-atlas result); choose another --out"
+            )
+    return path
+
+
+@contextmanager
+def result_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Check ``path`` (:func:`check_output_dir`), then yield a staging folder beside it that replaces it as a whole
+    once the block completes (:func:`~DiffDefAtlasLib.atomic.staged_folder`). An interrupted or failed run leaves
+    the previous result as it was."""
+    target = check_output_dir(path, overwrite)
+    with staged_folder(target) as staging:
+        yield staging
+
+
+def prepare_output_dir(path: str | Path, overwrite: bool = False) -> Path:
+    """Create the output folder of a command that writes file by file: with ``overwrite`` its files replace those
+    of the same name, one atomic rename at a time (``evaluate``, whose tables are resumable)."""
+    path = check_output_dir(path, overwrite, whole=False)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

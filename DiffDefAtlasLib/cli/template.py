@@ -7,7 +7,7 @@ import argparse
 from ..imageio import write_image
 from ..measure_labels import label_volumes_ml
 from ..template import LABEL_NAMES, RESOLUTIONS, load_template
-from .output import prepare_output_dir, write_summary
+from .output import check_output_dir, result_folder, write_summary
 
 
 def add_template_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,26 +19,27 @@ def add_template_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_template(args: argparse.Namespace) -> int:
     """Write ``t1.nii.gz``, ``labels.nii.gz``, ``brain_mask.nii.gz``, tissue maps and ``summary.json``."""
-    out = prepare_output_dir(args.out, args.overwrite)
+    check_output_dir(args.out, args.overwrite)
     template = load_template(args.resolution)
-    write_image(template.t1, out / "t1.nii.gz")
-    write_image(template.labels, out / "labels.nii.gz")
-    write_image(template.brain_mask, out / "brain_mask.nii.gz")
-    for name, volume in template.tissue.items():
-        write_image(volume, out / f"{name}_probability.nii.gz")
-    volumes = label_volumes_ml(template.labels, LABEL_NAMES)
-    grid = template.grid
-    summary = {
-        "template": "MNI ICBM152 2009a nonlinear symmetric",
-        "resolution": args.resolution,
-        "shape": list(grid.shape),
-        "spacing_mm": list(grid.spacing),
-        "label_volumes_ml": volumes,
-        "brain_volume_ml": float(template.brain_mask.array.astype(bool).sum() * grid.voxel_volume / 1000.0),
-    }
-    write_summary(out / "summary.json", summary, device="cpu")
+    with result_folder(args.out, args.overwrite) as out:
+        write_image(template.t1, out / "t1.nii.gz")
+        write_image(template.labels, out / "labels.nii.gz")
+        write_image(template.brain_mask, out / "brain_mask.nii.gz")
+        for name, volume in template.tissue.items():
+            write_image(volume, out / f"{name}_probability.nii.gz")
+        volumes = label_volumes_ml(template.labels, LABEL_NAMES)
+        grid = template.grid
+        summary = {
+            "template": "MNI ICBM152 2009a nonlinear symmetric",
+            "resolution": args.resolution,
+            "shape": list(grid.shape),
+            "spacing_mm": list(grid.spacing),
+            "label_volumes_ml": volumes,
+            "brain_volume_ml": float(template.brain_mask.array.astype(bool).sum() * grid.voxel_volume / 1000.0),
+        }
+        write_summary(out / "summary.json", summary, device="cpu")
     print(f"MNI ICBM152 2009a template, {args.resolution} grid {'x'.join(map(str, grid.shape))}")
     for name, value in volumes.items():
         print(f"  {name}: {value:.1f} mL")
-    print(f"Wrote {len(list(out.glob('*.nii.gz')))} images and summary.json to {out}")
+    print(f"Wrote {3 + len(template.tissue)} images and summary.json to {args.out}")
     return 0

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import DiffDefInputError
 from ..imageio import Volume, check_image, volume_from_sitk, volume_to_sitk
-from ..register.affine import AffineSettings, mattes_registration, ras_matrix_to_sitk, sitk_to_ras_matrix
+from ..register.affine import AffineSettings
+from ..register.head import anchored_affine, outside_brain_fraction, zero_background_fraction
 from .labelmaps import to_diffdef_labels
 from .measure import guess_convention
 
@@ -118,110 +119,16 @@ def n4_bias_correct(volume: Volume, *, shrink_mm: float = 4.0, iterations: tuple
     return volume_from_sitk(sitk.Cast(corrected, sitk.sitkFloat32))
 
 
-def zero_background_fraction(volume: Volume) -> float:
-    """Fraction of voxels exactly at the image minimum: large (> 0.3) for skull-stripped scans with a zeroed background."""
-    array = np.asarray(volume.array)
-    return float(np.mean(array <= array.min()))
-
-
-def foreground_mask(array: np.ndarray, fraction: float = 0.1) -> np.ndarray:
-    """Voxels brighter than ``fraction`` of the 99th percentile of the positive voxels."""
-    positive = array[array > 0]
-    if positive.size == 0:
-        return np.zeros(array.shape, dtype=bool)
-    return array > fraction * np.percentile(positive, 99)
-
-
-def top_anchor(volume: Volume, mask: np.ndarray, slab_mm: float = 80.0) -> np.ndarray:
-    """A landmark (RAS mm): x and y of the centroid of the top ``slab_mm`` of ``mask``, z of its top (99.9th percentile).
-
-    The top of the head (or brain) is a robust landmark even when the face and neck move the centroid.
-    """
-    ijk = np.argwhere(mask)
-    if len(ijk) == 0:
-        raise DiffDefInputError("the image has no foreground voxels; expected a brain or head scan")
-    xyz = volume.grid.voxel_to_world_points(ijk.astype(np.float64))
-    top = float(np.percentile(xyz[:, 2], 99.9))
-    slab = xyz[xyz[:, 2] >= top - slab_mm]
-    return np.array([slab[:, 0].mean(), slab[:, 1].mean(), top])
-
-
-def shrink_to_spacing(volume: Volume, spacing_mm: float = 2.0) -> Volume:
-    """Average voxels in blocks (SimpleITK ``BinShrink``) to about ``spacing_mm``; used to speed up registration."""
-    import SimpleITK as sitk
-
-    factors = [max(1, int(round(spacing_mm / s))) for s in volume.grid.spacing]
-    if all(f == 1 for f in factors):
-        return volume
-    return volume_from_sitk(sitk.BinShrink(sitk.Cast(volume_to_sitk(volume), sitk.sitkFloat32), factors))
-
-
-def _mi_stage(fixed, moving, mask, initial: np.ndarray, centre: np.ndarray, kind: str, settings: AffineSettings) -> np.ndarray:
-    """One multi-resolution Mattes-MI stage (``kind`` = "similarity" or "affine") from an initial RAS matrix whose
-    linear part is a similarity; rotation and scaling act about ``centre`` (RAS mm)."""
-    import SimpleITK as sitk
-
-    # The similarity stage runs on the coarse levels only, the affine stage on all.
-    levels = slice(0, -1) if kind == "similarity" and len(settings.shrink_factors) > 1 else slice(None)
-    reg = mattes_registration(settings, settings.shrink_factors[levels], settings.smoothing_sigmas_mm[levels], mask=mask)
-    start = ras_matrix_to_sitk(initial)  # centre 0
-    lps_centre = np.asarray(centre, dtype=np.float64) * np.array([-1.0, -1.0, 1.0])
-    a = np.array(start.GetMatrix()).reshape(3, 3)
-    translation = np.array(start.GetTranslation()) + a @ lps_centre - lps_centre
-    if kind == "similarity":
-        transform = sitk.Similarity3DTransform()
-        transform.SetCenter(lps_centre.tolist())
-        transform.SetMatrix(start.GetMatrix())  # must be a similarity (scaled rotation)
-        transform.SetTranslation(translation.tolist())
-    else:
-        transform = sitk.AffineTransform(start.GetMatrix(), translation.tolist(), lps_centre.tolist())
-    reg.SetInitialTransform(transform, inPlace=True)
-    reg.Execute(fixed, moving)
-    if kind == "similarity":
-        transform = sitk.AffineTransform(transform.GetMatrix(), transform.GetTranslation(), transform.GetCenter())
-    return sitk_to_ras_matrix(transform, 3)
-
-
 def register_to_template(
     volume: Volume, template, *, has_skull: bool, settings: AffineSettings = PrepareSettings().registration, scalp_mm: float = 8.0
 ) -> np.ndarray:
-    """4x4 RAS matrix (template -> subject) aligning a scan to the template T1 by Mattes MI.
-
-    Initialised by matching :func:`top_anchor` of the scan (``scalp_mm`` lower for a head) with the template brain's,
-    then a similarity stage on the coarse pyramid levels (all but the last of ``settings.shrink_factors``) and an
-    affine stage on all levels, each restricted to the template brain mask.
-    The scan is block-averaged to about the template spacing first.
+    """4x4 RAS matrix (template -> subject) aligning a scan to the template T1: :func:`anchored_affine` with the
+    template brain mask (top-of-head anchor, similarity then affine Mattes MI).
 
     Example:
         >>> matrix = register_to_template(scan, load_template("2mm"), has_skull=False)  # doctest: +SKIP
     """
-    import SimpleITK as sitk
-
-    moving = shrink_to_spacing(volume, min(template.grid.spacing))
-    brain = np.asarray(template.brain_mask.array) > 0
-    anchor_fixed = top_anchor(template.brain_mask, brain)
-    anchor_moving = top_anchor(moving, foreground_mask(np.asarray(moving.array)))
-    if has_skull:
-        anchor_moving[2] -= scalp_mm
-    initial = np.eye(4)
-    initial[:3, 3] = anchor_moving - anchor_fixed
-    fixed_image = sitk.Cast(volume_to_sitk(template.t1), sitk.sitkFloat32)
-    moving_image = sitk.Cast(volume_to_sitk(moving), sitk.sitkFloat32)
-    mask_image = sitk.Cast(volume_to_sitk(Volume(brain.astype(np.uint8), template.brain_mask.affine)), sitk.sitkUInt8)
-    centre = template.brain_mask.grid.voxel_to_world_points(np.argwhere(brain).mean(axis=0))
-    similarity = _mi_stage(fixed_image, moving_image, mask_image, initial, centre, "similarity", settings)
-    return _mi_stage(fixed_image, moving_image, mask_image, similarity, centre, "affine", settings)
-
-
-def outside_brain_fraction(image: np.ndarray, brain_mask: np.ndarray, dilation_voxels: int = 2) -> float:
-    """Fraction of the foreground (see :func:`foreground_mask`) outside ``brain_mask`` dilated by ``dilation_voxels``."""
-    from scipy.ndimage import binary_dilation
-
-    foreground = foreground_mask(image)
-    if not foreground.any():
-        return 0.0
-    near_brain = binary_dilation(brain_mask > 0, iterations=dilation_voxels)
-    return float(np.logical_and(foreground, ~near_brain).sum() / foreground.sum())
+    return anchored_affine(template.t1, template.brain_mask, volume, has_skull=has_skull, settings=settings, scalp_mm=scalp_mm)
 
 
 def preprocess_volume(

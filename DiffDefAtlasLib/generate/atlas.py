@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..checksum import verify_sha256
-from ..errors import DiffDefInputError
+from ..errors import DiffDefInputError, QualityCheckError
 from ..imageio import Volume, read_image
 from ..spatial import (
     Grid,
@@ -73,6 +73,51 @@ class TemplateImages:
     image: Volume
     labels: Volume
     label_names: dict[int, str]
+
+
+#: Largest classifier-free guidance scale accepted (1 = plain conditional; the bundled cards use 1-3).
+MAX_GUIDANCE = 20.0
+#: Largest initial-noise scale accepted (0 = the sub-population's centre, 1 = one random member).
+MAX_TEMPERATURE = 3.0
+#: Most DDIM steps accepted: the schedulers are trained with 1000 timesteps.
+MAX_STEPS = 1000
+
+
+def check_sampling_settings(steps: int | None, guidance: float | None, temperature: float | None) -> None:
+    """Refuse a non-finite or out-of-range sampling setting with one line (``None`` means "the card's default").
+
+    Example:
+        >>> check_sampling_settings(None, float("nan"), None)
+        Traceback (most recent call last):
+        ...
+        DiffDefAtlasLib.errors.DiffDefInputError: guidance: expected a finite number from 0 to 20, found nan
+    """
+    import math
+
+    for name, value, high in (("guidance", guidance, MAX_GUIDANCE), ("temperature", temperature, MAX_TEMPERATURE)):
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise DiffDefInputError(f"{name}: expected a number, found {value!r}") from None
+        if not math.isfinite(number) or not 0.0 <= number <= high:
+            raise DiffDefInputError(f"{name}: expected a finite number from 0 to {high:g}, found {value}")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) and not (isinstance(steps, float) and steps.is_integer()):
+            raise DiffDefInputError(f"steps: expected a whole number of DDIM steps, found {steps!r}")
+        if not 1 <= int(steps) <= MAX_STEPS:
+            raise DiffDefInputError(f"steps: expected 1 to {MAX_STEPS} DDIM steps, found {steps}")
+
+
+def check_finite_field(field: torch.Tensor, what: str) -> None:
+    """Refuse a generated field with NaN or infinite values before anything is written (a result check, exit 2)."""
+    bad = int((~torch.isfinite(field)).sum())
+    if bad:
+        raise QualityCheckError(
+            f"{what}: {bad} of {field.numel()} values are NaN or infinite; nothing was written "
+            "(check the model files and the sampling settings)"
+        )
 
 
 @lru_cache(maxsize=4)
@@ -143,16 +188,12 @@ class Generator:
         (temperature > 0) uses ``sample_steps`` when the card names it: a one-step atlas is the denoiser's
         conditional-mean estimate, but one step from noise would give that same mean instead of a member."""
         sampling = self.card.sampling
+        check_sampling_settings(steps, guidance, temperature)
         guidance = float(sampling.get("guidance", 1.0) if guidance is None else guidance)
         temperature = float(sampling.get("temperature", 0.0) if temperature is None else temperature)
-        if temperature < 0:
-            raise DiffDefInputError(f"temperature: expected a value >= 0, found {temperature}")
         if steps is None:
             steps = sampling.get("sample_steps", sampling.get("steps", 25)) if temperature > 0 else sampling.get("steps", 25)
-        steps = int(steps)
-        if steps < 1:
-            raise DiffDefInputError(f"steps: expected a positive number of DDIM steps, found {steps}")
-        return steps, guidance, temperature
+        return int(steps), guidance, temperature
 
     def denoise(self, latent: torch.Tensor, t: torch.Tensor, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """One UNet evaluation (the denoiser used by the sampler)."""
@@ -230,10 +271,12 @@ class Generator:
 
         mark = time.perf_counter()
         velocity = self.decode(latent, values, present)
+        check_finite_field(velocity, f"model '{self.name}': the generated velocity field")
         timings["decoding_s"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
         u_work = self.velocity_to_displacement(velocity, self.working_grid)
+        check_finite_field(u_work, f"model '{self.name}': the generated displacement field")
         # det J on the working grid, where the field is integrated; the output grid gets it by linear resampling
         # (the output displacement is itself the linear resampling of u_work).
         jac_work = jacobian_determinant(u_work, self.working_grid)
@@ -331,6 +374,7 @@ class Generator:
         for k in range(samples):
             latent = self.sample_latent(values, present, seed + k, steps, guidance, temperature)
             u = self.velocity_to_displacement(self.decode(latent, values, present), grid)[0].double()
+            check_finite_field(u, f"model '{self.name}': sample {k + 1}'s displacement field")
             if mean is None:
                 mean, m2 = torch.zeros_like(u), torch.zeros_like(u)
             delta = u - mean

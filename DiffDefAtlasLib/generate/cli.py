@@ -107,37 +107,58 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=0, metavar="K", help="also draw K samples (temperature 1) and write displacement_mean/std maps")
 
 
+def check_settings(args: argparse.Namespace) -> None:
+    """Refuse bad sampling settings (non-finite guidance or temperature, steps out of range, a bad sample count)
+    and a bad output folder before anything is computed or created."""
+    from ..cli.output import check_output_dir
+    from .atlas import check_sampling_settings
+
+    check_sampling_settings(args.steps, args.guidance, args.temperature)
+    samples = getattr(args, "samples", 0)
+    if samples < 0 or samples == 1:
+        raise DiffDefInputError(f"--samples: expected 0 (none) or at least 2 samples for a standard deviation, found {samples}")
+    check_output_dir(args.out, args.overwrite)
+
+
 def run_generate(args: argparse.Namespace) -> int:
-    """Generate one atlas and write atlas, labels, displacement (RAS and ITK), Jacobian, folding, summary and preview."""
+    """Generate one atlas and write atlas, labels, displacement (RAS and ITK), Jacobian, folding, summary and preview.
+
+    The folder is built beside ``--out`` and swapped in when complete: an interrupted run leaves the old result.
+    """
     from ..imageio import Volume, write_image
     from ..spatial import save_displacement_nifti
-    from ..cli.output import prepare_output_dir, write_summary
+    from ..cli.output import result_folder, write_summary
     from .bundled import resolve_model, sample_variability
     from .conditions import resolve_conditions
 
     conditions = parse_conditions(args.conditions)
     card = resolve_model(args.model)
+    check_settings(args)
     printed: set[str] = set()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        resolve_conditions(card, conditions, args.allow_extrapolation)  # fail before creating the output folder
-        out = prepare_output_dir(args.out, args.overwrite)
+        resolve_conditions(card, conditions, args.allow_extrapolation)  # fail before computing anything
         result = _generate(args, conditions)
     _print_warnings(caught, "generate", printed)
-    written = write_atlas_files(result, out)
     summary = dict(result.summary)
+    variability = None
     if args.samples:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            mean, std = sample_variability(
+            variability = sample_variability(
                 args.model, conditions, args.samples, seed=args.seed, steps=args.steps, device=args.device, guidance=args.guidance, allow_extrapolation=True
             )
         _print_warnings(caught, "generate", printed)
-        written.append(save_displacement_nifti(mean, result.grid, out / "displacement_mean.nii.gz"))
-        written.append(write_image(Volume(std.astype(np.float32), result.grid.affine), out / "displacement_std.nii.gz"))
+        mean, std = variability
         summary["variability"] = {"samples": args.samples, "seeds": [args.seed, args.seed + args.samples - 1], "temperature": 1.0, "mean_std_mm": float(std.mean()), "max_std_mm": float(std.max())}
-    write_summary(out / "summary.json", summary, device=summary.get("device"))
-    written.append(out / "summary.json")
+    with result_folder(args.out, args.overwrite) as out:
+        written = write_atlas_files(result, out)
+        if variability is not None:
+            mean, std = variability
+            written.append(save_displacement_nifti(mean, result.grid, out / "displacement_mean.nii.gz"))
+            written.append(write_image(Volume(std.astype(np.float32), result.grid.affine), out / "displacement_std.nii.gz"))
+        write_summary(out / "summary.json", summary, device=summary.get("device"))
+        written.append(out / "summary.json")
     text = ", ".join(f"{k}={v}" for k, v in summary["conditions"].items()) or "no conditions (unconditional atlas)"
     print(f"Generated {card.name} atlas for {text} (seed {args.seed}, {summary['steps']} steps) in {summary['timings_s']['total_s']:.2f} s on {summary['device']}")
     if "volumes_ml" in summary:
@@ -145,7 +166,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if "areas_mm2" in summary:
         print("  areas (mm^2): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["areas_mm2"].items()))
     print(f"  folding ratio (det J <= 0): {summary['folding_ratio_nonpositive']:.2e}")
-    print(f"Wrote {len(written)} files to {out}")
+    print(f"Wrote {len(written)} files to {args.out}")
     return 0
 
 
@@ -188,10 +209,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """One atlas per value (folder per step), ``montage.png``, ``sweep.gif``, ``volumes.csv`` and ``summary.json``."""
-    from ..cli.output import prepare_output_dir, write_summary
+    from ..cli.output import result_folder
     from .bundled import resolve_model
     from .conditions import resolve_conditions
-    from .preview import montage, save_gif, save_png, slices_with_jacobian
 
     card = resolve_model(args.model)
     conditions = parse_conditions(args.conditions)
@@ -204,7 +224,19 @@ def run_sweep(args: argparse.Namespace) -> int:
         for value in values:
             resolve_conditions(card, {**conditions, name: value}, args.allow_extrapolation)
     _print_warnings(caught, "sweep", printed)
-    out = prepare_output_dir(args.out, args.overwrite)
+    check_settings(args)
+    with result_folder(args.out, args.overwrite) as out:
+        values = _sweep_into(out, args, card, conditions, name, values, printed)
+    print(f"Wrote {len(values)} atlases, montage.png, sweep.gif and volumes.csv to {args.out}")
+    return 0
+
+
+def _sweep_into(out: Path, args: argparse.Namespace, card, conditions: dict, name: str, values: list, printed: set[str]) -> list:
+    """Generate and write every step of a sweep into the (staging) folder ``out``."""
+    from ..atomic import atomic_path
+    from ..cli.output import write_summary
+    from .preview import montage, save_gif, save_png, slices_with_jacobian
+
     rows, pictures, summaries = [], [], []
     for n, value in enumerate(values):
         with warnings.catch_warnings(record=True) as caught:
@@ -222,8 +254,6 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"  {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in volumes.items()))
     save_png(montage(pictures, columns=1), out / "montage.png")
     save_gif(pictures, out / "sweep.gif")
-    from ..atomic import atomic_path
-
     with atomic_path(out / "volumes.csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as stream:
             writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
@@ -231,8 +261,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             writer.writerows(rows)
     unit = "mL" if card.spatial_dims == 3 else "mm^2"
     write_summary(out / "summary.json", {"model": card.name, "vary": name, "values": values, "fixed_conditions": conditions, "volume_units": unit, "steps": summaries}, device=summaries[0]["device"])
-    print(f"Wrote {len(values)} atlases, montage.png, sweep.gif and volumes.csv to {out}")
-    return 0
+    return values
 
 
 # ---------------------------------------------------------------------------------------------- models

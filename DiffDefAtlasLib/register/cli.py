@@ -10,7 +10,9 @@ Outputs (all in the fixed image's space unless noted):
 - ``labels.nii.gz``: the fixed labels carried onto the moving scan (moving space), with ``--fixed-labels``;
 - ``summary.json``: timings per stage, folding, similarity, std log det J, Dice per label with both label maps.
 
-Progress goes to stdout as ``PROGRESS <fraction> <message>`` lines.
+Progress goes to stdout as ``PROGRESS <fraction> <message>`` lines. The folder is built beside ``--out`` and swapped in
+when complete. A full-head scan is found and handled; a result that fails its own quality checks (brain NCC,
+folding, brain overlap) writes nothing and exits with status 2, naming the figure and its threshold.
 
 Example:
     diffdef-atlas register --moving scan.nii.gz --fixed atlas.nii.gz --out result --refine 200
@@ -23,6 +25,7 @@ from pathlib import Path
 
 
 from ..errors import DiffDefInputError
+from .head import BRAIN_EXTRACTION_MODES
 
 OUTPUT_FILES = (
     "warped.nii.gz",
@@ -37,13 +40,15 @@ OUTPUT_FILES = (
 def add_register_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``register`` options to ``parser`` (the top-level CLI adds them to its ``register`` subcommand)."""
     parser.add_argument("--moving", required=True, type=Path, help="scan to register (any format SimpleITK reads)")
-    parser.add_argument("--fixed", required=True, type=Path, help="atlas / fixed image (skull-stripped)")
+    parser.add_argument("--fixed", required=True, type=Path, help="atlas / fixed image (skull-stripped; a full head gets the template's brain mask)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (must be empty unless --overwrite)")
     parser.add_argument("--fixed-labels", type=Path, help="label map on the fixed image: carried onto the scan")
     parser.add_argument("--moving-labels", type=Path, help="label map on the moving scan: Dice against --fixed-labels")
     parser.add_argument("--fixed-mask", type=Path, help="brain mask of the fixed image (default: derived from it)")
     parser.add_argument("--refine", type=int, default=0, metavar="N", help="instance-optimisation Adam steps (default 0)")
     parser.add_argument("--no-affine", action="store_true", help="skip the affine pre-alignment (inputs already aligned)")
+    parser.add_argument("--brain-extraction", choices=BRAIN_EXTRACTION_MODES, default="auto",
+                        help="for a full-head scan: deepbet's models when installed (auto), deepbet, or the template's brain (template)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     return parser
@@ -60,7 +65,6 @@ def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
     from ..imageio import write_image
     from ..spatial import displacement_to_sitk, save_displacement_nifti
 
-    out.mkdir(parents=True, exist_ok=True)
     written = [write_image(result.warped, out / "warped.nii.gz")]
     written.append(save_displacement_nifti(result.displacement, result.grid, out / "displacement.nii.gz"))
     itk_field = displacement_to_sitk(result.displacement, result.grid)
@@ -85,12 +89,13 @@ def run_register(args: argparse.Namespace) -> int:
 
     User-input problems raise :class:`DiffDefInputError` (the top-level CLI prints them and exits with status 2).
     """
-    from ..cli.output import prepare_output_dir
+    from ..cli.output import check_output_dir, result_folder
     from ..imageio import check_image, read_image
     from .engine import register_to_atlas
 
-    if args.out.is_dir() and any(args.out.iterdir()) and not args.overwrite:
-        prepare_output_dir(args.out, args.overwrite)  # raises the one-line "not empty" error
+    check_output_dir(args.out, args.overwrite)  # before the run: a bad --out must not cost a registration
+    if args.refine < 0:
+        raise DiffDefInputError(f"--refine: expected a number of steps >= 0, found {args.refine}")
     moving = check_image(read_image(args.moving), str(args.moving))
     fixed = check_image(read_image(args.fixed), str(args.fixed), spatial_dims=moving.spatial_dims)
     fixed_labels = read_image(args.fixed_labels, dtype=None) if args.fixed_labels else None
@@ -103,9 +108,11 @@ def run_register(args: argparse.Namespace) -> int:
     result = register_to_atlas(
         moving, fixed, atlas_labels=fixed_labels, moving_labels=moving_labels, refine=args.refine,
         affine=not args.no_affine, device=args.device, progress=progress, atlas_mask=fixed_mask,
+        brain_extraction=args.brain_extraction,
     )
     inputs = {k: str(v) for k, v in vars(args).items() if k in ("moving", "fixed", "fixed_labels", "moving_labels", "fixed_mask") and v}
-    write_outputs(result, prepare_output_dir(args.out, overwrite=True), inputs)
+    with result_folder(args.out, args.overwrite) as out:
+        write_outputs(result, out, inputs)
     print(f"PROGRESS 1.000 wrote results to {args.out}", flush=True)
     return 0
 

@@ -2,12 +2,18 @@
 
 Pipeline (every field in RAS mm, the library's convention ``warped(x) = moving(x + d(x))``):
 
-1. the atlas is put on the network's working grid (2 mm in 3D), with a brain mask;
-2. SimpleITK MI affine ``A`` (atlas -> moving points), unless ``affine=False``;
-3. the moving scan is resampled through ``A``, intensity-normalised and masked by the dilated atlas brain mask;
+1. the atlas is put on the network's working grid (2 mm in 3D), with a brain mask (a full-head atlas gets the
+   template's brain, carried onto it);
+2. the affine ``A`` (atlas -> moving points), unless ``affine=False``: Mattes MI, moments-initialised for a
+   skull-stripped scan; a full-head scan is found by how much of it lies outside the atlas brain and is aligned by
+   its deepbet brain (when installed) or from the top of the head (:mod:`.head`);
+3. the moving scan is resampled through ``A`` (a head stripped by its brain), intensity-normalised and masked by
+   the dilated atlas brain mask;
 4. the network predicts a velocity and λ(x); the displacement ``u = exp(v)``; optional Adam refinement of ``v``;
 5. the total displacement ``d(x) = A(x + u(x)) - x`` on the atlas grid warps the full-resolution scan; atlas labels
-   are carried onto the scan through the exact inverse ``exp(-v)`` and ``A⁻¹``.
+   are carried onto the scan through the exact inverse ``exp(-v)`` and ``A⁻¹``;
+6. the result checks itself (brain NCC after the affine and after registration, folding, brain overlap) and a
+   failed check raises instead of returning (:mod:`.quality`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from ..device import describe_device, run_with_cpu_fallback, select_device
 from ..errors import DiffDefInputError
 from ..imageio import Volume, check_image
 from ..spatial import Grid, jacobian_determinant, jacobian_summary, resample_displacement, warp_image, warp_labels
-from .affine import affine_register
+from .head import SKULL_THRESHOLD, Alignment, align_scan, brain_mask_from_template, skull_score
 from .inputs import (
     affine_displacement,
     brain_mask_from_image,
@@ -37,6 +43,7 @@ from .inputs import (
 )
 from .losses import masked_lncc
 from .network import RegistrationNetwork, upsample_field
+from .quality import QualityThresholds, brain_overlap, check_quality
 from .refine import refine_velocity
 
 Progress = Callable[[float, str], None]
@@ -127,14 +134,59 @@ def _label_volume(volume: Volume, grid: Grid, name: str) -> Volume:
     return Volume(array.astype(np.int64), volume.affine)
 
 
+#: Largest share of distinct integer values (at most this many) for which an "image" is taken to be a label map.
+LABEL_MAP_MAX_VALUES = 64
+#: Affines of an image and its label map may differ by this much (mm, over the field of view) and still match.
+GEOMETRY_TOLERANCE_MM = 0.5
+#: A fixed image whose own brain mask is larger than this (mL) is a full head, not a skull-stripped atlas.
+HEAD_VOLUME_ML = 2500.0
+
+
+def looks_like_label_map(volume: Volume) -> bool:
+    """True for an integer-valued image with few distinct values (a segmentation, not an intensity scan).
+
+    Example:
+        >>> looks_like_label_map(Volume(np.array([[0, 1], [2, 3]] * 4, np.float32), np.eye(3)))
+        True
+    """
+    array = np.asarray(volume.array)
+    sample = array.ravel()[:: max(1, array.size // 2_000_000)]
+    if np.issubdtype(sample.dtype, np.floating) and not np.array_equal(sample, np.rint(sample)):
+        return False
+    return len(np.unique(sample)) <= LABEL_MAP_MAX_VALUES
+
+
+def check_same_geometry(volume: Volume, reference: Volume, name: str, reference_name: str) -> None:
+    """Refuse ``volume`` unless it has the shape of ``reference`` and the same voxel-to-world map (within
+    :data:`GEOMETRY_TOLERANCE_MM` at the corners of the field of view)."""
+    if volume.array.shape != reference.array.shape:
+        raise DiffDefInputError(f"{name}: expected the shape of {reference_name} {reference.array.shape}, found {volume.array.shape}")
+    n = reference.spatial_dims
+    corners = np.array(np.meshgrid(*[[0, s - 1] for s in reference.array.shape], indexing="ij")).reshape(n, -1).T
+    offset = np.abs(volume.grid.voxel_to_world_points(corners) - reference.grid.voxel_to_world_points(corners)).max()
+    if offset > GEOMETRY_TOLERANCE_MM:
+        raise DiffDefInputError(
+            f"{name}: its position in space differs from {reference_name} by up to {offset:.1f} mm (origin, spacing or "
+            f"direction; at most {GEOMETRY_TOLERANCE_MM} mm allowed); resample it onto {reference_name} first"
+        )
+
+
 def _check_inputs(moving: Volume, atlas: Volume, atlas_labels: Volume | None, moving_labels: Volume | None) -> None:
     check_image(moving, "moving image")
     check_image(atlas, "atlas image", spatial_dims=moving.spatial_dims)
     if atlas.spatial_dims != moving.spatial_dims:
         raise DiffDefInputError(f"moving image is {moving.spatial_dims}D but the atlas is {atlas.spatial_dims}D")
-    for name, labels, image in (("atlas labels", atlas_labels, atlas), ("moving labels", moving_labels, moving)):
-        if labels is not None and labels.array.shape != image.array.shape:
-            raise DiffDefInputError(f"{name}: expected the shape of their image {image.array.shape}, found {labels.array.shape}")
+    for name, image in (("moving image", moving), ("atlas image", atlas)):
+        if looks_like_label_map(image):
+            raise DiffDefInputError(
+                f"{name}: it holds at most {LABEL_MAP_MAX_VALUES} distinct integer values, so it looks like a label map; "
+                "give an intensity scan (label maps go with --fixed-labels / --moving-labels)"
+            )
+    for name, labels, image, image_name in (
+        ("atlas labels", atlas_labels, atlas, "the atlas image"), ("moving labels", moving_labels, moving, "the moving image")
+    ):
+        if labels is not None:
+            check_same_geometry(labels, image, name, image_name)
 
 
 def register_to_atlas(
@@ -150,10 +202,16 @@ def register_to_atlas(
     cancel: Cancel | None = None,
     atlas_mask: Volume | None = None,
     network: RegistrationNetwork | None = None,
+    thresholds: QualityThresholds = QualityThresholds(),
+    brain_extraction: str = "auto",
 ) -> RegistrationResult:
     """Register ``moving`` to ``atlas``: SimpleITK MI affine, then the learned SVF network (+ ``refine`` Adam steps).
 
-    ``atlas_mask`` (optional) is the atlas brain mask; by default it is derived from the (skull-stripped) atlas.
+    ``atlas_mask`` (optional) is the atlas brain mask; by default it is derived from the skull-stripped atlas, or
+    for a full-head atlas carried from the bundled template. A full-head ``moving`` scan is found and handled
+    (:func:`~DiffDefAtlasLib.register.head.align_scan`; ``brain_extraction`` "auto", "deepbet" or "template").
+    The result checks itself against ``thresholds`` (:mod:`~DiffDefAtlasLib.register.quality`) and raises
+    :class:`~DiffDefAtlasLib.register.quality.RegistrationQualityError` naming the failed figure.
     ``network`` overrides the bundled model (e.g. a freshly trained one). ``progress(fraction, message)`` reports
     progress; ``cancel()`` is polled between steps and raises :class:`RegistrationCancelled` when it returns True.
 
@@ -188,29 +246,52 @@ def register_to_atlas(
         raise DiffDefInputError(f"registration network is {network.config.spatial_dims}D but the images are {ndim}D")
     wgrid = working_grid_for(atlas.grid, spacing_mm, network.config.shape_multiple)
     fixed_w = resample(atlas, wgrid)
-    if atlas_mask is not None:
-        mask_w = (resample(atlas_mask, wgrid, labels=True) > 0).float()
-    else:
-        mask_w = brain_mask_from_image(fixed_w)
+    atlas_mask, mask_source = _atlas_brain_mask(atlas, atlas_mask, fixed_w, wgrid)
+    mask_w = (resample(atlas_mask, wgrid, labels=True) > 0).float() if atlas_mask is not None else brain_mask_from_image(fixed_w)
     if float(mask_w.sum()) == 0:
         raise DiffDefInputError("atlas image: found no brain voxels (expected a skull-stripped atlas with positive intensities)")
+    if mask_source == "template":
+        fixed_w = fixed_w * mask_w  # a full-head atlas: its skull must not guide the network
     timings["prepare_s"] = time.perf_counter() - start
 
-    matrix = np.eye(ndim + 1)
+    fixed_volume, mask_volume = Volume(fixed_w[0, 0].numpy(), wgrid.affine), Volume(mask_w[0, 0].numpy(), wgrid.affine)
     if affine:
         report(0.05, "affine alignment")
         t0 = time.perf_counter()
-        matrix = affine_register(Volume(fixed_w[0, 0].numpy(), wgrid.affine), moving, fixed_mask=Volume(mask_w[0, 0].numpy(), wgrid.affine))
+        alignment = align_scan(fixed_volume, mask_volume, moving, brain_extraction=brain_extraction)
         timings["affine_s"] = time.perf_counter() - t0
+    else:
+        identity = np.eye(ndim + 1)
+        outside = skull_score(moving, identity, mask_volume) if ndim == 3 else 0.0
+        alignment = Alignment(identity, outside > SKULL_THRESHOLD, outside, "none")
     report(0.3, "deformable registration")
 
     def compute(dev: torch.device) -> RegistrationResult:
         return _deformable(
-            network.to(dev), moving, atlas, atlas_labels, moving_labels, atlas_mask, matrix, wgrid, fixed_w.to(dev),
+            network.to(dev), moving, atlas, atlas_labels, moving_labels, atlas_mask, alignment, wgrid, fixed_w.to(dev),
             mask_w.to(dev), refine, dev, report, timings, start,
         )
 
-    return run_with_cpu_fallback(compute, torch_device)
+    result = run_with_cpu_fallback(compute, torch_device)
+    result.summary["alignment"] = alignment.as_dict()
+    result.summary["atlas_brain_mask"] = mask_source
+    result.summary["quality"] = check_quality(result.summary.pop("_quality_figures"), thresholds)
+    report(1.0, "done")
+    return result
+
+
+def _atlas_brain_mask(atlas: Volume, atlas_mask: Volume | None, fixed_w: torch.Tensor, wgrid: Grid) -> tuple[Volume | None, str]:
+    """The atlas brain mask and where it came from: ``"given"``, ``"image"`` (the skull-stripped atlas's own voxels,
+    returned as None) or ``"template"`` (a full-head 3D atlas: the template brain carried onto it)."""
+    if atlas_mask is not None:
+        check_same_geometry(atlas_mask, atlas, "atlas mask", "the atlas image")
+        return atlas_mask, "given"
+    if atlas.spatial_dims == 3:
+        own = brain_mask_from_image(fixed_w)
+        volume_ml = float(own.sum()) * wgrid.voxel_volume / 1000.0
+        if volume_ml > HEAD_VOLUME_ML:
+            return brain_mask_from_template(atlas), "template"
+    return None, "image"
 
 
 def _deformable(
@@ -220,7 +301,7 @@ def _deformable(
     atlas_labels: Volume | None,
     moving_labels: Volume | None,
     atlas_mask: Volume | None,
-    matrix: np.ndarray,
+    alignment: Alignment,
     wgrid: Grid,
     fixed_w: torch.Tensor,
     mask_w: torch.Tensor,
@@ -231,8 +312,14 @@ def _deformable(
     start: float,
 ) -> RegistrationResult:
     t0 = time.perf_counter()
+    matrix = alignment.matrix
     moving_t = to_tensor(moving, device)  # converted once: the working-grid input and the full-resolution warp share it
     moving_w = resample_image(moving_t, moving.grid, wgrid, matrix)
+    if alignment.brain_mask is not None:  # a full-head scan stripped by its own extracted brain
+        stripped = moving_t * torch.as_tensor(np.asarray(alignment.brain_mask.array, dtype=np.float32), device=device)[None, None]
+        moving_w = resample_image(stripped, moving.grid, wgrid, matrix)
+    elif alignment.has_skull:
+        moving_w = moving_w * dilate(mask_w, 1)  # a full-head scan: the atlas brain carried by the affine strips it
     fixed_in, moving_in = prepare_network_inputs(fixed_w, moving_w, mask_w, wgrid)
     with torch.no_grad():
         displacement_w, velocity, lam = network.predict_displacement(moving_in, fixed_in, wgrid)
@@ -324,7 +411,10 @@ def _deformable(
         summary["refine_loss"] = {"first": history[0], "last": history[-1]}
     if dice is not None:
         summary["dice"] = dice
-    report(1.0, "done")
+    summary["_quality_figures"] = {
+        "affine_ncc": ncc_affine_w, "ncc": ncc, "folding": jac_summary["folding_ratio_nonpositive"],
+        **brain_overlap(warped_w, mask_w, own_brain=not alignment.has_skull or alignment.brain_mask is not None),
+    }
     return RegistrationResult(
         warped=Volume(warped[0, 0].cpu().numpy().astype(np.float32), atlas.affine),
         displacement=total[0].cpu().numpy().astype(np.float32),
