@@ -249,7 +249,7 @@ def read_register_outputs(out_dir: str | Path) -> RegisterOutputs:
     import numpy as np
 
     from .imageio import read_image
-    from .spatial.convert import load_displacement
+    from .fieldio import load_displacement
 
     out = Path(out_dir)
     u, grid = load_displacement(out / "displacement.nii.gz")

@@ -667,7 +667,7 @@ def export_atlas(
     """
     from .atomic import write_text_atomic
     from .imageio import Volume, write_image
-    from .spatial.convert import save_displacement_nifti
+    from .fieldio import save_displacement_nifti
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():

@@ -58,8 +58,8 @@ def ixi_with_head(ixi: Volume, index: int = 3, seed: int = 1) -> Volume:
     """``ixi`` (skull-stripped) with the non-brain tissue of BrainWeb subject ``index`` around it (noisy background)."""
     from scipy.ndimage import binary_dilation
 
-    from DiffDefAtlasLib.register.affine import affine_register
-    from DiffDefAtlasLib.register.inputs import resample
+    from DiffDefAtlasLib.imaging.affine import affine_register
+    from DiffDefAtlasLib.imaging.resampling import resample
 
     head, brain, labels = brainweb_head(index, seed, neck_mm=60, degrees=0.0, shift_mm=(0.0, 0.0, 0.0))
     matrix = affine_register(ixi, brain)  # IXI points -> BrainWeb points

@@ -22,7 +22,7 @@ from DiffDefAtlasLib.evaluate.metrics import (
     volume_errors,
     weighted_mean_displacement,
 )
-from DiffDefAtlasLib.evaluate.neighbourhood import condition_weights, normalised_conditions
+from DiffDefAtlasLib.conditions.space import condition_weights, normalised_conditions
 from DiffDefAtlasLib.generate.model_card import ConditionSpec
 from DiffDefAtlasLib.spatial import Grid, compose_displacements, integrate_velocity
 

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from DiffDefAtlasLib.errors import DiffDefInputError
 from DiffDefAtlasLib.imageio import read_image
-from DiffDefAtlasLib.spatial import Grid, compose_displacements, jacobian_determinant, load_displacement, warp_image
+from DiffDefAtlasLib.fieldio import load_displacement
+from DiffDefAtlasLib.spatial import Grid, compose_displacements, jacobian_determinant, warp_image
 from fieldfactory import smooth_random_field, t
 
 FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

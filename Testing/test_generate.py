@@ -145,7 +145,7 @@ def test_generate_command_line_errors(tiny_model, tmp_path, capsys):
 def test_fast_resampling_equals_the_coordinate_path():
     """Reference: sampling at each 1 mm template voxel's point mapped into the 2 mm working grid (the general path)."""
     from DiffDefAtlasLib.spatial.fields import _resample_at_coordinates, corners_coincide, resample_displacement
-    from DiffDefAtlasLib.register.inputs import working_grid_for
+    from DiffDefAtlasLib.imaging.resampling import working_grid_for
     from DiffDefAtlasLib.template import template_grid, working_grid
 
     coarse, fine = working_grid(), template_grid("1mm")

@@ -52,7 +52,7 @@ def test_itk_displacement_reproduces_the_atlas(brain3d_run):
     """Reference: SimpleITK resampling the 1 mm template T1 through displacement_itk.nii.gz (a DisplacementFieldTransform)
     must give atlas.nii.gz (same trilinear interpolation), and the RAS file must hold the same field."""
     from DiffDefAtlasLib.resources import resource_path
-    from DiffDefAtlasLib.spatial import load_displacement
+    from DiffDefAtlasLib.fieldio import load_displacement
 
     template = sitk.ReadImage(str(resource_path("template", "mni_t1_1mm.nii.gz")), sitk.sitkFloat64)
     atlas = sitk.GetArrayFromImage(sitk.ReadImage(str(brain3d_run / "atlas.nii.gz")))
@@ -131,7 +131,7 @@ def test_the_exact_mean_scores_perfectly_and_a_shifted_one_does_not():
     """Reference: the population model itself. Its exact conditional-mean velocity must score endpoint error 0,
     ventricle Dice 1 and the truth's slope; adding a constant 1 mm velocity along x (exp of a constant field is that
     translation) must score an endpoint error of 1 mm."""
-    from DiffDefAtlasLib.generate.evaluation import score_against_population_mean
+    from DiffDefAtlasLib.evaluate.generators import score_against_population_mean
     from DiffDefAtlasLib.population import load_population_model
 
     population = load_population_model()
@@ -150,7 +150,7 @@ def test_brain3d_matches_the_population_conditional_mean():
     both ends of the trained age range (where the model without a trend was worst), both sexes. Issue-5 targets:
     mean endpoint error <= 0.5 mm, ventricle Dice >= 0.9, ventricle volume within 5 %; and the atlas's ventricle
     growth with age within 15 % of the truth's."""
-    from DiffDefAtlasLib.generate.evaluation import evaluate_brain3d
+    from DiffDefAtlasLib.evaluate.generators import evaluate_brain3d
 
     age = load_generator("brain3d", "cpu").card.condition("age")
     report = evaluate_brain3d(ages=(age.minimum, age.maximum), sexes=("F", "M"))

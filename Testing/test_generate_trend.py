@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from DiffDefAtlasLib.errors import DiffDefInputError
-from DiffDefAtlasLib.generate.conditions import encode_conditions
+from DiffDefAtlasLib.conditions.resolve import encode_conditions
 from DiffDefAtlasLib.generate.model_card import ModelCard
 from DiffDefAtlasLib.generate.networks import VelocityGenerator
 from DiffDefAtlasLib.generate.trend import fit_trend, is_fitted, trend_features

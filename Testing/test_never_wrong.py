@@ -21,7 +21,7 @@ from DiffDefAtlasLib.cli.main import main
 from DiffDefAtlasLib.errors import DiffDefInputError, QualityCheckError
 from DiffDefAtlasLib.imageio import Volume, read_image, write_image
 from DiffDefAtlasLib.register import register_to_atlas
-from DiffDefAtlasLib.register.head import deepbet_available
+from DiffDefAtlasLib.imaging.head import deepbet_available
 from DiffDefAtlasLib.register.quality import QualityThresholds, RegistrationQualityError, check_quality
 from DiffDefAtlasLib.template import load_template
 
@@ -75,9 +75,9 @@ def _mean_distance_mm(a, b, template) -> float:
 def test_the_moments_affine_misplaces_a_head_with_a_neck(head_and_twin, template):
     """Control for the tests below: the affine used before (moments-initialised) puts this head's brain far off
     (brain NCC near 0), so the head really is the case that failed."""
-    from DiffDefAtlasLib.register.affine import affine_register
+    from DiffDefAtlasLib.imaging.affine import affine_register
     from DiffDefAtlasLib.register.engine import brain_ncc as ncc
-    from DiffDefAtlasLib.register.inputs import resample
+    from DiffDefAtlasLib.imaging.resampling import resample
 
     head = head_and_twin[0]
     matrix = affine_register(template.t1, head, fixed_mask=template.brain_mask)
@@ -303,7 +303,7 @@ def test_a_killed_run_is_cleaned_up_by_the_next(model, tmp_path):
 
 def test_deepbet_requested_but_missing_is_a_clear_error(monkeypatch, template):
     """Without deepbet, asking for it names the extra to install; an unknown mode is refused too."""
-    import DiffDefAtlasLib.register.head as head
+    import DiffDefAtlasLib.imaging.head as head
 
     monkeypatch.setattr(head, "deepbet_available", lambda: False)
     with pytest.raises(DiffDefInputError, match=r"diffdef-atlas\[brain-extraction\]"):

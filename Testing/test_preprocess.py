@@ -189,7 +189,7 @@ def test_skull_stripping_of_a_synthetic_head(shared_data):
     from DiffDefAtlasLib.data.label_datasets import list_label_maps, load_label_map
     from DiffDefAtlasLib.data.synthesis import synthesise_image
     from DiffDefAtlasLib.imageio import volume_from_sitk, volume_to_sitk
-    from DiffDefAtlasLib.register.affine import ras_matrix_to_sitk
+    from DiffDefAtlasLib.imaging.affine import ras_matrix_to_sitk
     from DiffDefAtlasLib.template import load_template
 
     subject = load_label_map(list_label_maps("brainweb")[0], with_image=False)

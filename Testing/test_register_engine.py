@@ -81,7 +81,7 @@ def test_refinement_lowers_the_loss(known_pair):
     """Adam steps on the velocity decrease the registration loss from the network's starting point."""
     template, moving, _, _, _ = known_pair
     from DiffDefAtlasLib.register.engine import prepare_network_inputs
-    from DiffDefAtlasLib.register.inputs import to_tensor
+    from DiffDefAtlasLib.imaging.resampling import to_tensor
 
     net = load_registration_network(3, device="cpu")
     mask = torch.as_tensor(np.array(template.brain_mask.array, np.float32))[None, None]

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from DiffDefAtlasLib.imageio import Volume
-from DiffDefAtlasLib.register.affine import AffineSettings, affine_register, ras_matrix_to_sitk, sitk_to_ras_matrix
-from DiffDefAtlasLib.register.inputs import affine_displacement, dilate, resample, working_grid_for
+from DiffDefAtlasLib.imaging.affine import AffineSettings, affine_register, ras_matrix_to_sitk, sitk_to_ras_matrix
+from DiffDefAtlasLib.imaging.masks import dilate
+from DiffDefAtlasLib.imaging.resampling import affine_displacement, resample, working_grid_for
 from DiffDefAtlasLib.register.losses import LossConfig, lambda_negative_log_prior, masked_lncc, weighted_gradient_energy
 from DiffDefAtlasLib.spatial import Grid
 
@@ -117,7 +118,7 @@ def test_affine_register_recovers_a_known_affine():
 
 def test_compose_with_affine_matches_the_analytic_map():
     """Reference: numpy evaluation of A (x + u(x)) - x on the grid's world points."""
-    from DiffDefAtlasLib.register.inputs import compose_with_affine, world_points
+    from DiffDefAtlasLib.imaging.resampling import compose_with_affine, world_points
 
     grid = Grid((5, 6, 7), np.array([[0, 1.5, 0, 3], [-2, 0, 0, 4], [0, 0, 1, -5], [0, 0, 0, 1.0]]))
     rng = np.random.default_rng(2)

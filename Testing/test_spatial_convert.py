@@ -16,9 +16,9 @@ from DiffDefAtlasLib.spatial import (
     displacement_from_slicer_array,
     displacement_to_sitk,
     displacement_to_slicer_array,
-    load_displacement,
-    save_displacement_nifti,
 )
+from DiffDefAtlasLib.fieldio import load_displacement, save_displacement_nifti
+
 from fieldfactory import rotation_affine, smooth_random_field, world_points
 
 

@@ -150,7 +150,8 @@ def test_morphology_stage_with_random_registration_network(tmp_path):
     """Reference: the Gaussian weights of the neighbourhood computed by hand, and a finite MP loss logged per step."""
     from DiffDefAtlasLib.imageio import write_image
     from DiffDefAtlasLib.register import NetworkConfig, RegistrationNetwork
-    from DiffDefAtlasLib.train.morphology import MorphologySettings, gaussian_weights, train_morphology
+    from DiffDefAtlasLib.conditions.space import gaussian_weights
+    from DiffDefAtlasLib.train.morphology import MorphologySettings, train_morphology
 
     np.testing.assert_allclose(gaussian_weights(np.array([[0.0, 0.0], [0.3, 0.4]]), np.zeros(2), 0.5), [1.0, np.exp(-0.5)])
     fields = _fields()

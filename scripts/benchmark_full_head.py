@@ -36,7 +36,7 @@ def _run(moving: Path, fixed: Path, out: Path, extra: list[str]) -> tuple[float,
 
 def main() -> int:
     from DiffDefAtlasLib.imageio import read_image, write_image
-    from DiffDefAtlasLib.register.head import deepbet_available
+    from DiffDefAtlasLib.imaging.head import deepbet_available
     from DiffDefAtlasLib.resources import shared_data_dir
 
     from heads import brainweb_head, ixi_with_head

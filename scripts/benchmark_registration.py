@@ -169,8 +169,8 @@ def _run_sitk_demons(image, template, refine):
     import torch
 
     from DiffDefAtlasLib.imageio import Volume, volume_to_sitk
-    from DiffDefAtlasLib.register.affine import affine_register
-    from DiffDefAtlasLib.register.inputs import compose_with_affine, resample
+    from DiffDefAtlasLib.imaging.affine import affine_register
+    from DiffDefAtlasLib.imaging.resampling import compose_with_affine, resample
     from DiffDefAtlasLib.spatial import displacement_from_sitk
 
     grid = template.grid
@@ -240,8 +240,9 @@ def oasis_2d(models: dict[str, Path | None], refine: int, limit: int | None, jso
     from DiffDefAtlasLib.data.labelmaps import dice_per_class
     from DiffDefAtlasLib.data.oasis import load_oasis_slice, oasis_cohort
     from DiffDefAtlasLib.imageio import read_image
-    from DiffDefAtlasLib.register import head, load_registration_network, register_to_atlas
-    from DiffDefAtlasLib.register.inputs import affine_displacement
+    from DiffDefAtlasLib.imaging import head
+    from DiffDefAtlasLib.register import load_registration_network, register_to_atlas
+    from DiffDefAtlasLib.imaging.resampling import affine_displacement
     from DiffDefAtlasLib.register.report import kmeans_tissue_labels
     from DiffDefAtlasLib.register.weights import model_folder
     from DiffDefAtlasLib.spatial import warp_labels

@@ -49,7 +49,7 @@ def autoencoder(work: str):
     from DiffDefAtlasLib.generate.networks import autoencoder_factor
     from DiffDefAtlasLib.train.stages import _pad_fields, load_draft, load_trained_autoencoder
 
-    from DiffDefAtlasLib.generate.conditions import encode_conditions
+    from DiffDefAtlasLib.conditions.resolve import encode_conditions
     from DiffDefAtlasLib.generate.trend import is_fitted, trend_velocity
 
     population = load_population_model()
@@ -87,7 +87,7 @@ def draws(generator, samples: int, steps: int | None):
 def noise_averaged(generator, samples: int):
     """The one-step estimate averaged over ``samples`` start latents drawn at temperature 1 (instead of the zero
     latent), then decoded once: by the tower property the mean of E[z | z_T, c] over z_T is E[z | c]."""
-    from DiffDefAtlasLib.generate.conditions import encode_conditions, resolve_conditions
+    from DiffDefAtlasLib.conditions.resolve import encode_conditions, resolve_conditions
     from DiffDefAtlasLib.generate.sampling import ddim_sample, initial_latent
 
     def velocity(age: float, sex: str) -> torch.Tensor:
@@ -104,7 +104,7 @@ def noise_averaged(generator, samples: int):
 def guidance(generator, scale: float, only: str | None):
     """The one-step atlas with classifier-free guidance ``scale``; with ``only``, the unconditional branch drops that
     condition alone (the others stay set in both branches)."""
-    from DiffDefAtlasLib.generate.conditions import encode_conditions, resolve_conditions
+    from DiffDefAtlasLib.conditions.resolve import encode_conditions, resolve_conditions
     from DiffDefAtlasLib.generate.sampling import ddim_sample
 
     names = list(generator.card.condition_names)
@@ -129,7 +129,7 @@ def guidance(generator, scale: float, only: str | None):
 
 def trend(generator):
     """A model's fitted conditional-mean trend alone: the atlas without the diffusion model's residual."""
-    from DiffDefAtlasLib.generate.conditions import encode_conditions, resolve_conditions
+    from DiffDefAtlasLib.conditions.resolve import encode_conditions, resolve_conditions
 
     def velocity(age: float, sex: str) -> torch.Tensor:
         values, present = encode_conditions(generator.card, resolve_conditions(generator.card, {"age": age, "sex": sex}, False))
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from DiffDefAtlasLib.generate.bundled import load_generator
-    from DiffDefAtlasLib.generate.evaluation import score_against_population_mean
+    from DiffDefAtlasLib.evaluate.generators import score_against_population_mean
 
     integrate = None
     if args.what == "lowpass":

@@ -72,7 +72,7 @@ def sampler_3d(work: Path, seed: int, wait_for_cache: bool = True, template_frac
 def sampler_2d(export: Path | None, work: Path, seed: int):
     from DiffDefAtlasLib.data.oasis import load_oasis_slice, oasis_cohort
     from DiffDefAtlasLib.imageio import Volume, read_image, write_image
-    from DiffDefAtlasLib.register.inputs import normalise_intensity
+    from DiffDefAtlasLib.imaging.intensity import normalise_intensity
     from DiffDefAtlasLib.register.training_data import OasisPairSampler, oasis_template_2d
 
     ids = [s.subject_id for s in oasis_cohort("axial", "train").subjects]

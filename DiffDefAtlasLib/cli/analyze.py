@@ -10,8 +10,9 @@ import numpy as np
 from ..analysis import analyze_field
 from ..errors import DiffDefInputError
 from ..imageio import read_image, write_image
-from ..spatial import Grid, load_displacement
-from .output import check_output_dir, format_summary, result_folder, write_summary
+from ..fieldio import load_displacement
+from ..spatial import Grid
+from ..results import check_output_dir, format_summary, result_folder, write_summary
 
 
 def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:

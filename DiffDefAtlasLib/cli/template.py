@@ -7,7 +7,7 @@ import argparse
 from ..imageio import write_image
 from ..measure_labels import label_volumes_ml
 from ..template import LABEL_NAMES, RESOLUTIONS, load_template
-from .output import check_output_dir, result_folder, write_summary
+from ..results import check_output_dir, result_folder, write_summary
 
 
 def add_template_arguments(parser: argparse.ArgumentParser) -> None:

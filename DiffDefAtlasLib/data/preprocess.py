@@ -27,8 +27,8 @@ import numpy as np
 
 from ..errors import DiffDefInputError
 from ..imageio import Volume, check_image, volume_from_sitk, volume_to_sitk
-from ..register.affine import AffineSettings
-from ..register.head import anchored_affine, outside_brain_fraction, zero_background_fraction
+from ..imaging.affine import AffineSettings
+from ..imaging.head import anchored_affine, outside_brain_fraction, zero_background_fraction
 from .labelmaps import to_diffdef_labels
 from .measure import guess_convention
 
@@ -149,7 +149,9 @@ def preprocess_volume(
     """
     import torch
 
-    from ..register.inputs import brain_mask_from_image, normalise_intensity, resample
+    from ..imaging.intensity import normalise_intensity
+    from ..imaging.masks import brain_mask_from_image
+    from ..imaging.resampling import resample
     from ..template import load_template
 
     timings: dict[str, float] = {}

@@ -66,7 +66,7 @@ def _csv_cohort(args: argparse.Namespace, progress):
     from ..generate import load_generator
     from ..imageio import Volume, read_image
     from ..register import load_registration_network
-    from ..register.inputs import resample
+    from ..imaging.resampling import resample
     from .heldout import evaluate_heldout
     from .methods import DiffDefMethod, TemplateBaseline
 
@@ -103,7 +103,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Run the evaluation, write metrics.csv, report.md, summary.json and the figures."""
     import torch
 
-    from ..cli.output import prepare_output_dir, write_summary
+    from ..results import prepare_output_dir, write_summary
     from .figures import write_figures
     from .report import summary_dict, write_report
 

@@ -27,7 +27,7 @@ import torch
 from ..imageio import Volume
 from ..spatial import Grid, jacobian_determinant, resample_displacement, vector_length, warp_image, warp_labels
 from .metrics import centrality, label_volumes, regularity, sharpness, volume_errors, weighted_mean_displacement
-from .neighbourhood import condition_weights, normalised_conditions
+from ..conditions.space import condition_weights, normalised_conditions
 from .records import EvaluationResult, condition_label, mid_slice
 
 METRICS = [
@@ -46,11 +46,11 @@ def register_images(network, atlas: torch.Tensor, images: torch.Tensor, mask: to
     """Displacements ``(N, ndim, *grid.shape)`` (mm) registering ``images`` ``(N, 1, *shape)`` (moving) to ``atlas``
     ``(1 or N, 1, *shape)`` (fixed) with the learned network; images are assumed aligned already (no affine).
 
-    Runs on the network's working grid (:func:`~DiffDefAtlasLib.register.inputs.working_grid_for`) and resamples
+    Runs on the network's working grid (:func:`~DiffDefAtlasLib.imaging.resampling.working_grid_for`) and resamples
     the displacement back to ``grid`` when it differs.
     """
     from ..register.engine import prepare_network_inputs
-    from ..register.inputs import working_grid_for
+    from ..imaging.resampling import working_grid_for
 
     wgrid = working_grid_for(grid, float(network.config.working_spacing_mm), network.config.shape_multiple)
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..spatial import Grid, integrate_velocity, warp_image
-from .neighbourhood import normalise_raw
+from ..conditions.space import normalise_raw
 from .template_network import ConditionalTemplateDecoder, ConditionalTemplateNetwork, TemplateNetworkSettings, first_difference_penalty
 
 

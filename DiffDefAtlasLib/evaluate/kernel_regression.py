@@ -24,7 +24,7 @@ import torch
 from ..errors import DiffDefInputError
 from ..spatial import Grid
 from .methods import VelocityMethod
-from .neighbourhood import condition_weights, normalise_raw, normalised_conditions
+from ..conditions.space import condition_weights, normalise_raw, normalised_conditions
 
 
 class KernelRegressionTemplate(VelocityMethod):

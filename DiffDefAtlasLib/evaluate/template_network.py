@@ -34,7 +34,7 @@ from torch import nn
 
 from ..spatial import Grid
 from .methods import VelocityMethod
-from .neighbourhood import normalise_raw, normalised_conditions
+from ..conditions.space import normalise_raw, normalised_conditions
 
 
 @dataclass(frozen=True)

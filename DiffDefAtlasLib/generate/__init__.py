@@ -7,7 +7,7 @@ Example:
 
 from .atlas import AtlasResult, Generator, label_volumes
 from .bundled import generate_atlas, list_models, load_generator, save_model
-from .conditions import ExtrapolationWarning, encode_conditions, parse_assignment, resolve_conditions
+from ..conditions.resolve import ExtrapolationWarning, encode_conditions, parse_assignment, resolve_conditions
 from .model_card import ConditionSpec, ModelCard
 
 __all__ = [

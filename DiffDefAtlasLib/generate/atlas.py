@@ -34,7 +34,7 @@ from ..spatial import (
     warp_image,
     warp_labels,
 )
-from .conditions import encode_conditions, resolve_conditions
+from ..conditions.resolve import encode_conditions, resolve_conditions
 from .model_card import ModelCard
 from .sampling import ddim_sample, initial_latent
 

@@ -37,7 +37,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_conditions(items: list[str]) -> dict[str, str]:
     """``["age=72", "sex=F"]`` -> ``{"age": "72", "sex": "F"}``; a name given twice is an error."""
-    from .conditions import parse_assignment
+    from ..conditions.resolve import parse_assignment
 
     out: dict[str, str] = {}
     for item in items:
@@ -54,7 +54,8 @@ def write_atlas_files(result, out: Path, *, preview: bool = True, minimal: bool 
 
     from ..atomic import atomic_path
     from ..imageio import write_image
-    from ..spatial import displacement_to_sitk, save_displacement_nifti
+    from ..fieldio import save_displacement_nifti
+    from ..spatial import displacement_to_sitk
     from .preview import save_png, slices_with_jacobian
 
     written = [write_image(result.atlas, out / "atlas.nii.gz"), write_image(result.labels, out / "labels.nii.gz")]
@@ -110,7 +111,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 def check_settings(args: argparse.Namespace) -> None:
     """Refuse bad sampling settings (non-finite guidance or temperature, steps out of range, a bad sample count)
     and a bad output folder before anything is computed or created."""
-    from ..cli.output import check_output_dir
+    from ..results import check_output_dir
     from .atlas import check_sampling_settings
 
     check_sampling_settings(args.steps, args.guidance, args.temperature)
@@ -126,10 +127,10 @@ def run_generate(args: argparse.Namespace) -> int:
     The folder is built beside ``--out`` and swapped in when complete: an interrupted run leaves the old result.
     """
     from ..imageio import Volume, write_image
-    from ..spatial import save_displacement_nifti
-    from ..cli.output import result_folder, write_summary
+    from ..fieldio import save_displacement_nifti
+    from ..results import result_folder, write_summary
     from .bundled import resolve_model, sample_variability
-    from .conditions import resolve_conditions
+    from ..conditions.resolve import resolve_conditions
 
     conditions = parse_conditions(args.conditions)
     card = resolve_model(args.model)
@@ -179,7 +180,7 @@ def parse_vary(text: str, card) -> tuple[str, list[Any]]:
         >>> parse_vary("age=40:50:5", ModelCard("m", 3, conditions=[ConditionSpec("age", minimum=0, maximum=99)]))
         ('age', [40.0, 45.0, 50.0])
     """
-    from .conditions import parse_assignment
+    from ..conditions.resolve import parse_assignment
 
     name, spec_text = parse_assignment(text)
     spec = card.condition(name)
@@ -209,9 +210,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """One atlas per value (folder per step), ``montage.png``, ``sweep.gif``, ``volumes.csv`` and ``summary.json``."""
-    from ..cli.output import result_folder
+    from ..results import result_folder
     from .bundled import resolve_model
-    from .conditions import resolve_conditions
+    from ..conditions.resolve import resolve_conditions
 
     card = resolve_model(args.model)
     conditions = parse_conditions(args.conditions)
@@ -234,7 +235,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 def _sweep_into(out: Path, args: argparse.Namespace, card, conditions: dict, name: str, values: list, printed: set[str]) -> list:
     """Generate and write every step of a sweep into the (staging) folder ``out``."""
     from ..atomic import atomic_path
-    from ..cli.output import write_summary
+    from ..results import write_summary
     from .preview import montage, save_gif, save_png, slices_with_jacobian
 
     rows, pictures, summaries = [], [], []

@@ -24,53 +24,12 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..errors import DiffDefInputError
+from ..conditions.spec import KINDS, ConditionSpec  # noqa: F401 (the card's condition schema)
 from ..spatial.grid import Grid
 
 CARD_FILE = "model_card.json"
-KINDS = ("continuous", "categorical")
 #: ``model_type`` of generator cards; other models under ``Resources/models`` (registration, population) differ.
 MODEL_TYPE = "diffdef-generator"
-
-
-@dataclass
-class ConditionSpec:
-    """One condition of a generator: ``kind`` is ``"continuous"`` (a number in [minimum, maximum], the trained range)
-    or ``"categorical"`` (one of ``choices``). ``default`` is the value a GUI starts from; a condition left unset at
-    generation time uses the model's learned "null" token instead (classifier-free guidance).
-
-    Example:
-        >>> ConditionSpec("sex", "categorical", choices=["F", "M"], default="F").choices
-        ['F', 'M']
-    """
-
-    name: str
-    kind: str = "continuous"
-    minimum: float | None = None
-    maximum: float | None = None
-    units: str = ""
-    choices: list[str] | None = None
-    default: float | str | None = None
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise DiffDefInputError(f"condition '{self.name}': kind must be one of {', '.join(KINDS)}, found {self.kind!r}")
-        if self.kind == "continuous":
-            if self.minimum is None or self.maximum is None or not float(self.minimum) < float(self.maximum):
-                raise DiffDefInputError(
-                    f"condition '{self.name}': a continuous condition needs minimum < maximum, found {self.minimum}, {self.maximum}"
-                )
-            self.minimum, self.maximum = float(self.minimum), float(self.maximum)
-        elif not self.choices:
-            raise DiffDefInputError(f"condition '{self.name}': a categorical condition needs a non-empty list of choices")
-        else:
-            self.choices = [str(c) for c in self.choices]
-
-    def describe_range(self) -> str:
-        """``"45-80 years"`` or ``"F|M"``: the trained range as short text."""
-        if self.kind == "categorical":
-            return "|".join(self.choices or [])
-        return f"{self.minimum:g}-{self.maximum:g}{(' ' + self.units) if self.units else ''}"
 
 
 @dataclass

@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 from ..errors import DiffDefInputError
-from .head import BRAIN_EXTRACTION_MODES
+from ..imaging.head import BRAIN_EXTRACTION_MODES
 
 OUTPUT_FILES = (
     "warped.nii.gz",
@@ -61,9 +61,10 @@ def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
     import SimpleITK as sitk
 
     from ..atomic import atomic_path
-    from ..cli.output import write_summary
+    from ..results import write_summary
     from ..imageio import write_image
-    from ..spatial import displacement_to_sitk, save_displacement_nifti
+    from ..fieldio import save_displacement_nifti
+    from ..spatial import displacement_to_sitk
 
     written = [write_image(result.warped, out / "warped.nii.gz")]
     written.append(save_displacement_nifti(result.displacement, result.grid, out / "displacement.nii.gz"))
@@ -89,7 +90,7 @@ def run_register(args: argparse.Namespace) -> int:
 
     User-input problems raise :class:`DiffDefInputError` (the top-level CLI prints them and exits with status 2).
     """
-    from ..cli.output import check_output_dir, result_folder
+    from ..results import check_output_dir, result_folder
     from ..imageio import check_image, read_image
     from .engine import register_to_atlas
 

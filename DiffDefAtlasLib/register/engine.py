@@ -29,18 +29,10 @@ from ..device import describe_device, run_with_cpu_fallback, select_device
 from ..errors import DiffDefInputError
 from ..imageio import Volume, check_image
 from ..spatial import Grid, jacobian_determinant, jacobian_summary, resample_displacement, warp_image, warp_labels
-from .head import SKULL_THRESHOLD, Alignment, align_scan, brain_mask_from_template, skull_score
-from .inputs import (
-    affine_displacement,
-    brain_mask_from_image,
-    compose_with_affine,
-    dilate,
-    normalise_intensity,
-    resample,
-    resample_image,
-    to_tensor,
-    working_grid_for,
-)
+from ..imaging.head import SKULL_THRESHOLD, Alignment, align_scan, brain_mask_from_template, skull_score
+from ..imaging.intensity import normalise_intensity
+from ..imaging.masks import brain_mask_from_image, dilate
+from ..imaging.resampling import affine_displacement, compose_with_affine, resample, resample_image, to_tensor, working_grid_for
 from .losses import masked_lncc
 from .network import RegistrationNetwork, upsample_field
 from .quality import QualityThresholds, brain_overlap, check_quality
@@ -209,7 +201,7 @@ def register_to_atlas(
 
     ``atlas_mask`` (optional) is the atlas brain mask; by default it is derived from the skull-stripped atlas, or
     for a full-head atlas carried from the bundled template. A full-head ``moving`` scan is found and handled
-    (:func:`~DiffDefAtlasLib.register.head.align_scan`; ``brain_extraction`` "auto", "deepbet" or "template").
+    (:func:`~DiffDefAtlasLib.imaging.head.align_scan`; ``brain_extraction`` "auto", "deepbet" or "template").
     The result checks itself against ``thresholds`` (:mod:`~DiffDefAtlasLib.register.quality`) and raises
     :class:`~DiffDefAtlasLib.register.quality.RegistrationQualityError` naming the failed figure.
     ``network`` overrides the bundled model (e.g. a freshly trained one). ``progress(fraction, message)`` reports

@@ -106,7 +106,7 @@ class RegistrationNetwork(nn.Module):
     """Predict an SVF and a λ map from a ``(moving, fixed)`` pair of intensity-normalised images.
 
     Inputs are ``(B, 1, *shape)`` tensors on the working grid, intensities roughly in [0, 1] (see
-    :func:`DiffDefAtlasLib.register.inputs.normalise_intensity`), sizes multiples of ``config.shape_multiple``.
+    :func:`DiffDefAtlasLib.imaging.resampling.normalise_intensity`), sizes multiples of ``config.shape_multiple``.
     The network is differentiable and batched, so it can sit inside another model's training loss.
 
     Example:

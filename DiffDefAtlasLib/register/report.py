@@ -83,7 +83,7 @@ def _on_grid(volume: Volume, like: Volume) -> np.ndarray:
     """``volume`` sampled on ``like``'s grid (linear), or its array when the grids already match."""
     if volume.array.shape == like.array.shape and np.allclose(volume.affine, like.affine, atol=1e-4):
         return np.asarray(volume.array, dtype=np.float32)
-    from .inputs import resample
+    from ..imaging.resampling import resample
 
     return resample(volume, like.grid)[0, 0].numpy()
 

@@ -75,8 +75,8 @@ def cache_subjects(cache_dir: str | Path, log=print) -> list[Path]:
     from ..data.labelmaps import class_lookup
     from ..imageio import read_image
     from ..template import load_template
-    from .affine import AffineSettings, affine_register
-    from .inputs import resample
+    from ..imaging.affine import AffineSettings, affine_register
+    from ..imaging.resampling import resample
 
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -244,7 +244,7 @@ class TemplatePairSampler:
         """The template itself, deformed by anything from nothing to ``moving_deform_mm``, as the moving image; half of
         the time with a bright shell outside the brain (starting 1-3 voxels out, 2-4 voxels thick). Atlases are
         template-contrast images too, and without such pairs the network moved the template onto itself by 1.5 mm."""
-        from .inputs import dilate
+        from ..imaging.masks import dilate
 
         u = random_displacement(self.grid, self.rng.uniform(0.0, 1.0) * self.moving_deform_mm, self.generator)
         image = self.template
@@ -260,7 +260,7 @@ class TemplatePairSampler:
 def oasis_template_2d(subject_ids: list[str]) -> Volume:
     """The 2D template: the mean of intensity-normalised OASIS axial slices (1 mm, 176 x 208)."""
     from ..data.oasis import load_oasis_slice
-    from .inputs import normalise_intensity
+    from ..imaging.intensity import normalise_intensity
 
     total = None
     affine = None

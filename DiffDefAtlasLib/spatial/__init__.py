@@ -9,8 +9,6 @@ from .convert import (
     displacement_from_slicer_array,
     displacement_to_sitk,
     displacement_to_slicer_array,
-    load_displacement,
-    save_displacement_nifti,
 )
 from .fields import (
     compose_displacements,
@@ -50,11 +48,9 @@ __all__ = [
     "jacobian_determinant",
     "jacobian_smoothness",
     "jacobian_summary",
-    "load_displacement",
     "log_jacobian_std",
     "resample_displacement",
     "resize_velocity",
-    "save_displacement_nifti",
     "to_physical_units",
     "to_voxel_units",
     "vector_length",

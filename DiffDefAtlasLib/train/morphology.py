@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..conditions.space import condition_weights, gaussian_weights, normalised_condition_space  # noqa: F401 (gaussian_weights: the docstring's example)
 from ..errors import DiffDefInputError
 from ..spatial import integrate_velocity, resample_displacement, warp_image, warp_labels
 from .data import FieldSet
@@ -58,16 +59,10 @@ class MorphologySettings:
     subtract_self_registration: bool = True  # d_i - d_0 (see the module docstring); False: the plain d_i
 
 
-def gaussian_weights(conditions: np.ndarray, target: np.ndarray, sigma: float) -> np.ndarray:
-    """``exp(-|c_i - c|^2 / (2 sigma^2))`` for rows ``c_i`` of ``conditions`` (normalised to [0, 1] per condition)."""
-    distance2 = np.sum((np.asarray(conditions, dtype=np.float64) - np.asarray(target, dtype=np.float64)[None]) ** 2, axis=1)
-    return np.exp(-distance2 / (2.0 * sigma**2))
-
-
 def draw_neighbours(space: np.ndarray, target: int, count: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Indices of ``count`` subjects drawn without replacement with probabilities proportional to their Gaussian weights
     around subject ``target`` in normalised condition ``space`` (``(N, C)``, NaN where unset; see
-    :func:`~DiffDefAtlasLib.evaluate.neighbourhood.condition_weights`). The target itself is never drawn. With fewer
+    :func:`~DiffDefAtlasLib.conditions.space.condition_weights`). The target itself is never drawn. With fewer
     than ``count`` subjects of non-zero weight they are drawn with replacement.
 
     Example:
@@ -75,25 +70,12 @@ def draw_neighbours(space: np.ndarray, target: int, count: int, sigma: float, rn
         >>> sorted(draw_neighbours(space, 0, 1, 0.1, np.random.default_rng(0)).tolist())
         [1]
     """
-    from ..evaluate.neighbourhood import condition_weights
-
     w = condition_weights(space, space[target], sigma)
     w[target] = 0.0
     if not w.sum() > 0:
         raise DiffDefInputError(f"training subject {target} has no neighbours within sigma {sigma} in condition space")
     nonzero = int(np.count_nonzero(w > 0))
     return rng.choice(len(w), size=count, replace=nonzero < count, p=w / w.sum())
-
-
-def normalised_condition_space(values: torch.Tensor, card) -> np.ndarray:
-    """Network condition values mapped to [0, 1] per condition (continuous: from [-1, 1]; categorical: index / (n-1))."""
-    out = values.numpy().astype(np.float64).copy()
-    for j, spec in enumerate(card.conditions):
-        if spec.kind == "categorical":
-            out[:, j] = out[:, j] / max(len(spec.choices or []) - 1, 1)
-        else:
-            out[:, j] = (out[:, j] + 1.0) / 2.0
-    return out
 
 
 class MorphologyObjective(nn.Module):

@@ -390,7 +390,7 @@ def encode_fields(autoencoder: nn.Module, fields: FieldSet, card: ModelCard, bas
 
 def condition_arrays(fields: FieldSet, card: ModelCard) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised condition values ``(N, n)`` and a present mask (finite values) in card order."""
-    from ..generate.conditions import encode_value
+    from ..conditions.resolve import encode_value
 
     n = len(fields)
     values = np.zeros((n, len(card.conditions)), dtype=np.float32)

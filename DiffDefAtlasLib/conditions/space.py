@@ -2,11 +2,11 @@
 
 A condition set is a mapping such as ``{"age": 70, "sex": "F"}``. With the model card's condition specs it becomes a
 vector in normalised condition space (continuous: ``(x - min) / (max - min)``; categorical: ``index / (n - 1)``), the
-space in which Diff-Def's morphology-preservation stage weighs its neighbours (:func:`~DiffDefAtlasLib.train.morphology.gaussian_weights`).
+space in which Diff-Def's morphology-preservation stage weighs its neighbours (:func:`gaussian_weights`).
 Unset conditions are NaN and are left out of distances, so they are marginalised.
 
 Example:
-    >>> from DiffDefAtlasLib.generate.model_card import ConditionSpec
+    >>> from DiffDefAtlasLib.conditions.spec import ConditionSpec
     >>> specs = [ConditionSpec("age", "continuous", 40.0, 80.0), ConditionSpec("sex", "categorical", choices=["F", "M"])]
     >>> normalised_conditions(specs, {"age": 60, "sex": "M"}).tolist()
     [0.5, 1.0]
@@ -19,7 +19,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import DiffDefInputError
-from ..train.morphology import gaussian_weights
+
+
+def gaussian_weights(conditions: np.ndarray, target: np.ndarray, sigma: float) -> np.ndarray:
+    """``exp(-|c_i - c|^2 / (2 sigma^2))`` for rows ``c_i`` of ``conditions`` (normalised to [0, 1] per condition)."""
+    distance2 = np.sum((np.asarray(conditions, dtype=np.float64) - np.asarray(target, dtype=np.float64)[None]) ** 2, axis=1)
+    return np.exp(-distance2 / (2.0 * sigma**2))
 
 
 def raw_condition_vector(specs: Sequence[Any], conditions: Mapping[str, Any]) -> np.ndarray:
@@ -74,3 +79,14 @@ def condition_weights(points: np.ndarray, target: np.ndarray, sigma: float) -> n
     points = np.asarray(points, dtype=np.float64)[:, used]
     weights = gaussian_weights(np.nan_to_num(points, nan=1e6), target[used], sigma)
     return weights
+
+
+def normalised_condition_space(values: Any, card: Any) -> np.ndarray:
+    """Network condition values mapped to [0, 1] per condition (continuous: from [-1, 1]; categorical: index / (n-1))."""
+    out = np.array(np.asarray(values), dtype=np.float64)  # a CPU tensor or an array
+    for j, spec in enumerate(card.conditions):
+        if spec.kind == "categorical":
+            out[:, j] = out[:, j] / max(len(spec.choices or []) - 1, 1)
+        else:
+            out[:, j] = (out[:, j] + 1.0) / 2.0
+    return out

@@ -22,7 +22,7 @@ import torch
 
 def evaluate_brain3d(model: str = "brain3d", ages: Sequence[float] | None = None, sexes: Sequence[str] = ("F", "M"), steps: int | None = None) -> dict[str, Any]:
     """Compare generated atlases with the population model's conditional means on the 2 mm working grid."""
-    from .bundled import load_generator
+    from ..generate.bundled import load_generator
 
     generator = load_generator(model, "cpu")
     result = score_against_population_mean(
@@ -43,7 +43,7 @@ def score_against_population_mean(
     working grid (default: the population model's own ``exp``). Lets a diagnosis score one part of the pipeline
     alone (an autoencoder, a sampler)."""
     from ..data.labelmaps import dice_per_class
-    from ..evaluate.metrics import endpoint_error, trend_slope
+    from .metrics import endpoint_error, trend_slope
     from ..population import load_population_model
     from ..population.svf_fit import velocity_to_displacement
     from ..spatial import folding_ratio, jacobian_determinant, warp_labels
@@ -109,7 +109,7 @@ def evaluate_oasis2d(model: str = "oasis2d", age_offset: float = 20.0, steps: in
     from ..population.svf_fit import velocity_to_displacement
     from ..spatial import vector_length
     from ..train.data import oasis2d_fields
-    from .bundled import load_generator
+    from ..generate.bundled import load_generator
 
     generator = load_generator(model, "cpu")
     card = generator.card
@@ -155,11 +155,11 @@ def ventricle_trends(model: str, fields, ages: Sequence[float] | None = None, ma
     """Ventricle volume (mL; mm^2 in 2D) against age: of the generated atlases (other conditions unset, per sex) and of
     the training subjects (the template labels warped by each subject's own exp(v)); least-squares slopes per year."""
     from ..imageio import Volume
-    from ..evaluate.metrics import trend_slope
+    from .metrics import trend_slope
     from ..spatial import warp_labels
     from ..template import LATERAL_VENTRICLES
-    from .atlas import template_images
-    from .bundled import load_generator
+    from ..generate.atlas import template_images
+    from ..generate.bundled import load_generator
 
     generator = load_generator(model, "cpu")
     card = generator.card

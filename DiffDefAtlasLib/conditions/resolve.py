@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import DiffDefInputError
-from .model_card import ConditionSpec, ModelCard
+from .spec import ConditionedModel, ConditionSpec
 
 
 class ExtrapolationWarning(UserWarning):
@@ -68,7 +68,7 @@ def _resolve_one(spec: ConditionSpec, value: Any, allow_extrapolation: bool, mod
     return number
 
 
-def resolve_conditions(card: ModelCard, conditions: Mapping[str, Any] | None, allow_extrapolation: bool = False) -> dict[str, float | str]:
+def resolve_conditions(card: ConditionedModel, conditions: Mapping[str, Any] | None, allow_extrapolation: bool = False) -> dict[str, float | str]:
     """Validate ``conditions`` against the card: known names, numbers within the trained range, valid categories.
 
     Returns the set conditions with canonical values (floats, or the category as spelled in the card); unset ones
@@ -84,7 +84,7 @@ def resolve_conditions(card: ModelCard, conditions: Mapping[str, Any] | None, al
     return resolved
 
 
-def encode_conditions(card: ModelCard, resolved: Mapping[str, float | str]) -> tuple[np.ndarray, np.ndarray]:
+def encode_conditions(card: ConditionedModel, resolved: Mapping[str, float | str]) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs for resolved conditions: normalised values ``(n,)`` float32 and a ``present`` mask ``(n,)``."""
     values = np.zeros(len(card.conditions), dtype=np.float32)
     present = np.zeros(len(card.conditions), dtype=bool)
@@ -102,18 +102,3 @@ def encode_value(spec: ConditionSpec, value: float | str) -> float:
         return float((spec.choices or []).index(str(value)))
     assert spec.minimum is not None and spec.maximum is not None
     return 2.0 * (float(value) - spec.minimum) / (spec.maximum - spec.minimum) - 1.0
-
-
-def condition_distance(card: ModelCard, a: Mapping[str, float | str], b: Mapping[str, float | str]) -> float:
-    """Euclidean distance in normalised condition space over the conditions set in ``a`` (continuous ones scaled to
-    [0, 1] over the trained range; a different category counts 1)."""
-    total = 0.0
-    for name, value in a.items():
-        spec = card.condition(name)
-        if name not in b:
-            continue
-        if spec.kind == "categorical":
-            total += 0.0 if str(value) == str(b[name]) else 1.0
-        else:
-            total += ((encode_value(spec, value) - encode_value(spec, b[name])) / 2.0) ** 2
-    return math.sqrt(total)

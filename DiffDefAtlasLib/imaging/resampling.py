@@ -1,10 +1,9 @@
-"""Putting a registration pair on the working grid: grid choice, affine resampling, masks and intensity scaling."""
+"""Images on grids: the working grid for a fixed image, affine displacements and resampling (linear or nearest)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..imageio import Volume
 from ..spatial import Grid, warp_image, warp_labels
@@ -121,45 +120,3 @@ def resample_image(image: torch.Tensor, image_grid: Grid, grid: Grid, matrix: np
 
 def _is_identity(matrix: np.ndarray | None, grid: Grid) -> bool:
     return matrix is None or np.array_equal(matrix, np.eye(grid.spatial_dims + 1))
-
-
-def dilate(mask: torch.Tensor, voxels: int) -> torch.Tensor:
-    """Binary dilation of a ``(B, 1, *shape)`` mask by a cube of half-width ``voxels`` (max pooling)."""
-    if voxels <= 0:
-        return mask
-    n = mask.dim() - 2
-    pool = F.max_pool2d if n == 2 else F.max_pool3d
-    out = mask.float()
-    for axis in range(n):  # a cube is separable: one 1D max filter per axis
-        kernel = [1] * n
-        padding = [0] * n
-        kernel[axis], padding[axis] = 2 * voxels + 1, voxels
-        out = pool(out, tuple(kernel), stride=1, padding=tuple(padding))
-    return out
-
-
-def brain_mask_from_image(image: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
-    """A brain mask for a skull-stripped image: voxels above ``threshold`` times its 99th percentile, closed by one voxel."""
-    values = image[image > 0]
-    if values.numel() == 0:
-        return torch.zeros_like(image)
-    top = torch.quantile(values.float()[:: max(1, values.numel() // 50000)], 0.99)
-    mask = (image > threshold * top).float()
-    return 1.0 - dilate(1.0 - dilate(mask, 1), 1)
-
-
-def normalise_intensity(image: torch.Tensor, mask: torch.Tensor | None = None, percentile: float = 0.99) -> torch.Tensor:
-    """Scale intensities so the ``percentile`` of positive voxels (inside ``mask``) becomes 1; clip to [0, 1.5].
-
-    Example:
-        >>> x = torch.linspace(0, 200, 101).reshape(1, 1, 101)
-        >>> round(float(normalise_intensity(x).max()), 2)
-        1.01
-    """
-    values = image if mask is None else image[mask > 0]
-    values = values[values > 0]
-    if values.numel() == 0:
-        return image.clamp(0.0, 1.5)
-    step = max(1, values.numel() // 50000)
-    top = torch.quantile(values.float()[::step], percentile).clamp_min(1e-6)
-    return (image / top).clamp(0.0, 1.5)

@@ -1,4 +1,4 @@
-"""Output folders and ``summary.json`` files shared by the subcommands."""
+"""Result folders of the commands: checked, built beside their target and swapped in whole; `summary.json` writing."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..atomic import staged_folder, write_text_atomic
-from ..errors import DiffDefInputError
-from ..provenance import environment_info
+from .atomic import staged_folder, write_text_atomic
+from .errors import DiffDefInputError
+from .provenance import environment_info
 
 
 #: Every result folder of the library holds this file; ``--overwrite`` replaces only folders that do.

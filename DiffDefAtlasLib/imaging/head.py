@@ -167,7 +167,7 @@ class Alignment:
 
 def skull_score(moving: Volume, matrix: np.ndarray, fixed_mask: Volume) -> float:
     """:func:`outside_brain_fraction` of ``moving`` resampled through ``matrix`` onto the grid of ``fixed_mask``."""
-    from .inputs import resample
+    from .resampling import resample
 
     warped = resample(moving, fixed_mask.grid, matrix)[0, 0].numpy()
     return outside_brain_fraction(warped, np.asarray(fixed_mask.array) > 0)
@@ -204,7 +204,7 @@ def align_scan(
     """Affine alignment of ``moving`` (a skull-stripped brain or a full head) to the brain image ``fixed``.
 
     A scan with a zeroed background (skull-stripped) first gets the moments-initialised affine of
-    :func:`~DiffDefAtlasLib.register.affine.affine_register`. When that leaves much foreground outside the fixed
+    :func:`~DiffDefAtlasLib.imaging.affine.affine_register`. When that leaves much foreground outside the fixed
     brain, or when the scan has a head's background, it is treated as a head: with deepbet installed (and
     ``brain_extraction`` "auto" or "deepbet") its extracted brain gets the moments affine; otherwise the
     top-anchored path (:func:`anchored_affine`) runs. 2D images always take the moments path.
@@ -235,7 +235,7 @@ def brain_mask_from_template(image: Volume) -> Volume:
     """A brain mask for a full-head 3D ``image``: the bundled template's brain mask carried onto it by
     :func:`anchored_affine` (the template is registered to the head)."""
     from ..template import load_template
-    from .inputs import resample
+    from .resampling import resample
 
     template = load_template("2mm")
     matrix = anchored_affine(template.t1, template.brain_mask, image, has_skull=True)  # template -> image points
