@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import cast
+
 import numpy as np
 
 from .atomic import atomic_path
@@ -46,7 +48,7 @@ def save_displacement_nifti(u: np.ndarray, grid: Grid, path: str | Path) -> Path
 def _load_nifti_field(path: Path) -> tuple[np.ndarray, Grid]:
     import nibabel as nib
 
-    image = nib.load(str(path))
+    image = cast("nib.Nifti1Image", nib.load(str(path)))
     check_size_limit(path, image.shape)  # from the header, before any voxel is read
     data = np.asarray(image.dataobj, dtype=np.float32)
     if data.ndim != 5 or data.shape[3] != 1 or data.shape[4] not in (2, 3):

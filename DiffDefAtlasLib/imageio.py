@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -249,7 +250,7 @@ def _read_mgh(path: Path, dtype: type | None, max_bytes: int) -> Volume:
     import nibabel as nib
 
     try:
-        image = nib.load(str(path))
+        image = cast("nib.MGHImage", nib.load(str(path)))
     except Exception as error:
         raise DiffDefInputError(f"{_describe(path)}: cannot read image ({_error_line(error)})") from error
     check_size_limit(path, image.shape, 1, dtype, max_bytes)
@@ -278,9 +279,9 @@ def _reader(path: Path):
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         return reader, None
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    return reader, reader
+    file_reader = sitk.ImageFileReader()
+    file_reader.SetFileName(str(path))
+    return file_reader, file_reader
 
 
 def read_image(path: str | Path, *, max_bytes: int | None = None, dtype: type | None = np.float32) -> Volume:
@@ -295,7 +296,6 @@ def read_image(path: str | Path, *, max_bytes: int | None = None, dtype: type | 
     Example:
         >>> volume = read_image("scan.nii.gz")  # doctest: +SKIP
     """
-    import SimpleITK as sitk
 
     path = Path(path)
     max_bytes = default_max_bytes() if max_bytes is None else int(max_bytes)

@@ -476,7 +476,7 @@ class SubprocessRunner:
         self._on_output, self._on_finished, self._reported = on_output, on_finished, False
         kwargs: dict = {}
         if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP") | getattr(subprocess, "CREATE_NO_WINDOW", 0)  # Windows-only names
         else:
             kwargs["start_new_session"] = True
         self._process = subprocess.Popen(

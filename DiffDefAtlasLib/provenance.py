@@ -36,8 +36,8 @@ def _windows_peak_working_set_mb() -> float | None:
 
         counters = Counters()
         counters.cb = ctypes.sizeof(counters)
-        process = ctypes.windll.kernel32.GetCurrentProcess()
-        if not ctypes.windll.psapi.GetProcessMemoryInfo(process, ctypes.byref(counters), counters.cb):
+        process = getattr(ctypes, "windll").kernel32.GetCurrentProcess()  # windll: Windows only
+        if not getattr(ctypes, "windll").psapi.GetProcessMemoryInfo(process, ctypes.byref(counters), counters.cb):
             return None
         return counters.PeakWorkingSetSize / 1024.0**2
     except Exception:

@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, cast
 
 import numpy as np
 
@@ -271,7 +271,7 @@ def label_colors(
         raw = str(label_names[value])
         name = _DISPLAY_NAMES.get(raw.lower(), raw.replace("_", " "))
         if colors is not None and value in colors:
-            rgb = tuple(round(float(c) / 255.0, 3) for c in colors[value])
+            rgb = cast("tuple[float, float, float]", tuple(round(float(c) / 255.0, 3) for c in colors[value]))
         else:
             rgb = _FALLBACK_COLORS[fallback % len(_FALLBACK_COLORS)]
             fallback += 1
@@ -436,6 +436,7 @@ class ConditionControl:
         """True for a number outside ``[minimum, maximum]`` or a choice not in :attr:`choices`."""
         if self.is_categorical:
             return str(value) not in self.choices
+        assert self.minimum is not None and self.maximum is not None
         value = float(value)
         return value < float(self.minimum) - 1e-9 or value > float(self.maximum) + 1e-9
 
@@ -443,6 +444,7 @@ class ConditionControl:
         """The nearest value the slider can show (categorical: the value if known, else the default)."""
         if self.is_categorical:
             return value if str(value) in self.choices else self.default
+        assert self.slider_minimum is not None and self.slider_maximum is not None
         return min(float(self.slider_maximum), max(float(self.slider_minimum), float(value)))
 
 
@@ -497,8 +499,8 @@ def condition_controls(card: ModelCardLike, allow_extrapolation: bool = False, m
             choices = tuple(str(c) for c in (spec.choices or ()))
             if not choices:
                 raise DiffDefInputError(f"model card {card.name}: categorical condition '{spec.name}' lists no choices")
-            default = str(spec.default) if spec.default is not None and str(spec.default) in choices else choices[0]
-            controls.append(ConditionControl(spec.name, label, "categorical", units, choices=choices, default=default))
+            choice = str(spec.default) if spec.default is not None and str(spec.default) in choices else choices[0]
+            controls.append(ConditionControl(spec.name, label, "categorical", units, choices=choices, default=choice))
             continue
         if spec.minimum is None or spec.maximum is None or not float(spec.maximum) > float(spec.minimum):
             raise DiffDefInputError(

@@ -90,7 +90,10 @@ def test_exact_neighbourhood_mean_equals_mean_of_compositions():
     definition) equals composing the weighted mean inverse once; for translations the result is t_a - mean t_i."""
     grid = Grid((24, 20), np.diag([2.0, 2.0, 1.0]))
     generator = torch.Generator().manual_seed(0)
-    smooth = lambda: torch.nn.functional.interpolate(torch.randn(1, 2, 4, 4, generator=generator, dtype=torch.float64) * 3, size=grid.shape, mode="bilinear", align_corners=True)
+
+    def smooth():
+        return torch.nn.functional.interpolate(torch.randn(1, 2, 4, 4, generator=generator, dtype=torch.float64) * 3, size=grid.shape, mode="bilinear", align_corners=True)
+
     atlas = integrate_velocity(smooth(), grid)
     velocities = [smooth() for _ in range(3)]
     weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)

@@ -124,7 +124,8 @@ def test_sweep_writes_atlases_montage_gif_and_volumes(tiny_model, tmp_path):
     assert len(sorted(out.glob("0*_age_*"))) == 3 and all((d / "atlas.nii.gz").is_file() for d in out.glob("0*_age_*"))
     gif = Image.open(out / "sweep.gif")
     assert gif.n_frames == 4  # 3 frames and back (bouncing loop)
-    assert Image.open(out / "montage.png").size[1] == 3 * Image.open(out / "montage.png").size[1] // 3
+    frame_width, frame_height = gif.size
+    assert Image.open(out / "montage.png").size == (frame_width, 3 * frame_height)  # one column of the 3 atlases
 
 
 def test_generate_command_line_errors(tiny_model, tmp_path, capsys):

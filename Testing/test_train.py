@@ -162,7 +162,7 @@ def test_morphology_stage_with_random_registration_network(tmp_path):
     train_diffusion(fields, _settings(tmp_path, 1))
     torch.manual_seed(0)
     registration = RegistrationNetwork(NetworkConfig(spatial_dims=2, channels=(4, 8, 8, 8)))
-    result = train_morphology("synthetic2d", fields, _settings(tmp_path, 2, learning_rate=1e-4), MorphologySettings(neighbours=3, sampling_steps=2), registration)
+    result = train_morphology(fields, _settings(tmp_path, 2, learning_rate=1e-4), MorphologySettings(neighbours=3, sampling_steps=2), registration)
     rows = LossLog(tmp_path, "mp").rows()
     assert result["step"] == 2 and len(rows) == 2
     assert all(np.isfinite(float(r["mean_displacement_sq"])) for r in rows)

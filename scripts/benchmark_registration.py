@@ -202,7 +202,6 @@ def _run_ants_syn(image, template, refine):
         print("  antspyx is not installed: skipping ANTs SyN (pip install antspyx)", flush=True)
         return None
     import SimpleITK as sitk
-    import torch
 
     from DiffDefAtlasLib.imageio import write_image
     from DiffDefAtlasLib.spatial import displacement_from_sitk
@@ -402,7 +401,7 @@ def main(argv=None) -> int:
             }
     ants = rows.get("ants-syn", {}).get("median_s")
     print(f"\nRegistration to MNI ICBM152 2009a at {args.resolution}, {args.threads} CPU threads, held-out pairs")
-    print(f"| method | pairs | mean Dice | folding % (detJ<=0) | std log detJ | NCC (brain) | median CPU s | x ANTs SyN | peak RSS MB |")
+    print("| method | pairs | mean Dice | folding % (detJ<=0) | std log detJ | NCC (brain) | median CPU s | x ANTs SyN | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for method, row in rows.items():
         ratio = f"{ants / row['median_s']:.1f}x faster" if ants else "n/a"

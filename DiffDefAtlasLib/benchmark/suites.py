@@ -140,10 +140,10 @@ def training_throughput(model: str = "brain3d", steps: int = 3, stages: Sequence
             from ..train.morphology import MorphologyObjective, MorphologySettings, template_on_working_grid
 
             settings = MorphologySettings()
-            objective = MorphologyObjective(network, load_registration_network(n, "cpu"), card, template_on_working_grid(card), settings)
+            mp_objective = MorphologyObjective(network, load_registration_network(n, "cpu"), card, template_on_working_grid(card), settings)
             working = tuple(card.grid("working").shape)
             batch = {"latents": torch.randn(b, *latent_shape), "subjects": torch.rand(b, settings.neighbours, 1, *working), "weights": torch.ones(b, settings.neighbours)}
-            timing = run_steps(objective, batch)
+            timing = run_steps(mp_objective, batch)
         else:
             raise ValueError(f"unknown training stage {stage!r}; expected autoencoder, diffusion or mp")
         out[stage] = {"batch_size": b, "timing": timing.as_dict(), "samples_per_s": round(b / timing.median, 4)}
@@ -166,7 +166,7 @@ def grid_latency(model: str = "brain3d", spacings: Sequence[float] = (3.0, 2.0, 
     image = torch.from_numpy(np.array(images.image.array, np.float32))[None, None].to(generator.device)
     steps = int(card.sampling.get("integration_steps", 7))
     fov = np.array(working.shape) * np.array(working.spacing)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spacing in spacings:
         grid = working.resized(tuple(max(4, int(round(f / spacing))) for f in fov))
 

@@ -21,7 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "generate": ("DiffDefAtlasLib.generate.cli", "add_generate_arguments", "run_generate", "generate a conditional atlas"),
     "sweep": ("DiffDefAtlasLib.generate.cli", "add_sweep_arguments", "run_sweep", "generate atlases along one condition (montage, GIF, volumes.csv)"),
     "register": ("DiffDefAtlasLib.register.cli", "add_register_arguments", "run_register", "register a scan to an atlas (affine + learned diffeomorphic, optional refinement)"),
-    "train": ("DiffDefAtlasLib.train.cli", "add_train_arguments", "run_train", "train a generator stage (autoencoder, diffusion, mp, export, registration)"),
+    "train": ("DiffDefAtlasLib.train.cli", "add_train_arguments", "run_train", "train a generator stage (autoencoder, diffusion, mp, export)"),
+    "train-registration": ("DiffDefAtlasLib.register.train_cli", "add_train_registration_arguments", "run_train_registration", "train and export the registration network (2D or 3D, resumable)"),
     "evaluate": ("DiffDefAtlasLib.evaluate.cli", "add_evaluate_arguments", "run_evaluate", "compare Diff-Def with baselines on a test cohort (metrics.csv, report.md, figures)"),
     "benchmark": ("DiffDefAtlasLib.benchmark.cli", "add_benchmark_arguments", "run_benchmark", "time generation, registration and training (median, spread, peak memory)"),
 }

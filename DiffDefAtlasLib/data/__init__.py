@@ -34,4 +34,5 @@ __all__ = [
     "synthesise_image",
     "tissue_volumes",
     "to_diffdef_labels",
+    "write_cohort",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def _read_mgz(path: Path, dtype) -> Volume:
     import nibabel as nib
 
     try:
-        image = nib.load(str(path))
+        image = cast("nib.MGHImage", nib.load(str(path)))
         return Volume(np.asarray(image.dataobj).astype(dtype), image.affine)
     except Exception as error:  # nibabel raises many types for corrupt files
         raise DiffDefInputError(f"{path}: cannot read MGH image ({error})") from error

@@ -17,6 +17,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import DiffDefInputError
 
@@ -85,7 +86,7 @@ def _csv_cohort(args: argparse.Namespace, progress):
     images = torch.cat([resample(read_image(s.image), image.grid) for s in cohort.subjects])
     conditions = []
     for s in cohort.subjects:
-        row = {}
+        row: dict[str, Any] = {}
         if np.isfinite(s.conditions.get("age", np.nan)):
             row["age"] = float(s.conditions["age"])
         if np.isfinite(s.conditions.get("sex", np.nan)):

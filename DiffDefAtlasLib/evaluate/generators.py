@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ def score_against_population_mean(
     labels = torch.from_numpy(np.array(template.labels.array, dtype=np.uint8))[None, None]
     low, high = population.condition_ranges["age"]
     ages = list(ages) if ages is not None else list(np.linspace(low, high, 5))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for sex in sexes:
         for age in ages:
             with torch.no_grad():
@@ -124,13 +124,13 @@ def evaluate_oasis2d(model: str = "oasis2d", age_offset: float = 20.0, steps: in
     base = torch.from_numpy(np.asarray(template.array, dtype=np.float32))[None, None]
     offsets = []
     for i in range(len(ids)):
-        own = {spec.name: float(validation.conditions[spec.name][i]) if spec.kind == "continuous" else spec.choices[int(validation.conditions[spec.name][i])] for spec in card.conditions if np.isfinite(validation.conditions[spec.name][i])}
+        own = {spec.name: float(validation.conditions[spec.name][i]) if spec.kind == "continuous" else cast("list[str]", spec.choices)[int(validation.conditions[spec.name][i])] for spec in card.conditions if np.isfinite(validation.conditions[spec.name][i])}
         for name, value in list(own.items()):
             spec = card.condition(name)
             if spec.kind == "continuous":
                 own[name] = float(np.clip(value, spec.minimum, spec.maximum))
-        age = own["age"]
-        off = age + age_offset if age + age_offset <= age_spec.maximum else age - age_offset
+        age = cast(float, own["age"])
+        off = age + age_offset if age + age_offset <= cast(float, age_spec.maximum) else age - age_offset
         offsets.append(off)
         atlases["own"].append(torch.from_numpy(generator.generate(own, steps=steps).atlas.array)[None, None])
         atlases["age_off"].append(torch.from_numpy(generator.generate({**own, "age": off}, steps=steps, allow_extrapolation=True).atlas.array)[None, None])
@@ -144,10 +144,10 @@ def evaluate_oasis2d(model: str = "oasis2d", age_offset: float = 20.0, steps: in
         norms = [float(vector_length(u[i])[brain].mean()) for i in range(len(ids))]
         result[f"mean_displacement_{key}_mm"] = float(np.mean(norms))
         result[f"per_subject_{key}_mm"] = norms
-    own = np.array(result["per_subject_own_mm"])
-    result["own_better_than_unconditional"] = float(np.mean(own < np.array(result["per_subject_unconditional_mm"])))
-    result["own_better_than_template"] = float(np.mean(own < np.array(result["per_subject_template_mm"])))
-    result["own_better_than_age_off"] = float(np.mean(own < np.array(result["per_subject_age_off_mm"])))
+    own_norms = np.array(result["per_subject_own_mm"])
+    result["own_better_than_unconditional"] = float(np.mean(own_norms < np.array(result["per_subject_unconditional_mm"])))
+    result["own_better_than_template"] = float(np.mean(own_norms < np.array(result["per_subject_template_mm"])))
+    result["own_better_than_age_off"] = float(np.mean(own_norms < np.array(result["per_subject_age_off_mm"])))
     return result
 
 
@@ -164,7 +164,7 @@ def ventricle_trends(model: str, fields, ages: Sequence[float] | None = None, ma
     generator = load_generator(model, "cpu")
     card = generator.card
     spec = card.condition("age")
-    ages = list(ages) if ages is not None else list(np.linspace(spec.minimum, spec.maximum, 5))
+    ages = list(ages) if ages is not None else list(np.linspace(cast(float, spec.minimum), cast(float, spec.maximum), 5))
     atlas = {}
     for sex in ("F", "M"):
         volumes = []
@@ -176,7 +176,7 @@ def ventricle_trends(model: str, fields, ages: Sequence[float] | None = None, ma
     grid = labels_volume.grid
     labels = torch.from_numpy(np.array(labels_volume.array, dtype=np.uint8))[None, None]
     subjects = np.arange(min(len(fields), max_subjects))
-    measured = []
+    measured: list[float] = []
     for start in range(0, len(subjects), 8):
         index = subjects[start : start + 8]
         with torch.no_grad():

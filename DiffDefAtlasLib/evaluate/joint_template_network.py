@@ -32,7 +32,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ import torch
 from ..spatial import Grid, integrate_velocity, warp_image
 from ..conditions.space import normalise_raw
 from .template_network import ConditionalTemplateDecoder, ConditionalTemplateNetwork, TemplateNetworkSettings, first_difference_penalty
+
+if TYPE_CHECKING:
+    from ..register.network import RegistrationNetwork
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class JointTemplateSettings:
 
 class JointTemplateObjective(torch.nn.Module):
     """The joint loss for one target condition and its neighbours; :meth:`forward` returns the loss terms."""
+
+    template: torch.Tensor
+    template_mask: torch.Tensor
 
     def __init__(self, decoder: ConditionalTemplateDecoder, registration: torch.nn.Module, template: torch.Tensor, template_mask: torch.Tensor, grid: Grid, settings: JointTemplateSettings, loss_config=None) -> None:
         from ..register.losses import LossConfig, RegistrationLoss
@@ -95,7 +101,7 @@ class JointTemplateObjective(torch.nn.Module):
         n = subjects.shape[0]
         fixed, masks = atlas.expand(n, *atlas.shape[1:]), mask.expand(n, *mask.shape[1:])
         fixed_in, moving_in = prepare_network_inputs(fixed, subjects, masks, self.grid)
-        registration_loss, _, displacement, coarse_mask = coarse_pair_loss(self.registration, self.criterion, fixed_in, moving_in, masks, self.grid)
+        registration_loss, _, displacement, coarse_mask = coarse_pair_loss(cast("RegistrationNetwork", self.registration), self.criterion, fixed_in, moving_in, masks, self.grid)
         inside = coarse_mask[:1]
         centrality = (displacement.mean(dim=0, keepdim=True).pow(2).sum(dim=1, keepdim=True) * inside).sum() / inside.sum().clamp_min(1.0)
         smooth = first_difference_penalty(offset)

@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -149,7 +149,7 @@ def volume_errors(volumes: Mapping[str, float], reference: Mapping[str, float]) 
     return {k: round(v, 12) for k, v in out.items()}
 
 
-def trend_slope(x: Sequence[float], y: Sequence[float]) -> float:
+def trend_slope(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Least-squares slope of ``y`` on ``x`` (e.g. ventricle volume per year of age).
 
     Example:
@@ -163,7 +163,7 @@ def trend_slope(x: Sequence[float], y: Sequence[float]) -> float:
     return round(float(np.polyfit(x[keep], y[keep], 1)[0]), 12)
 
 
-def trend_slope_interval(x: Sequence[float], y: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
+def trend_slope_interval(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, z: float = 1.96) -> tuple[float, float, float]:
     """Least-squares slope of ``y`` on ``x`` with its normal-approximation interval ``slope +/- z * SE``.
 
     ``SE`` is the ordinary least-squares standard error of the slope (residual variance over ``n - 2``); ``z = 1.96``
@@ -177,7 +177,7 @@ def trend_slope_interval(x: Sequence[float], y: Sequence[float], z: float = 1.96
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
+    x, y = cast(np.ndarray, x[keep]), cast(np.ndarray, y[keep])
     if len(x) < 3 or np.ptp(x) == 0:
         return float("nan"), float("nan"), float("nan")
     slope, intercept = np.polyfit(x, y, 1)

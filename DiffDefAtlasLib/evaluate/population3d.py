@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ def population_training_fields(count: int = 300, seed: int = 1):
     model = load_population_model()
     samples = model.sample(count, seed, measure=False)
     specs = [
-        ConditionSpec("age", "continuous", *model.condition_ranges["age"], "years"),
+        ConditionSpec("age", "continuous", *cast("tuple[float, float]", model.condition_ranges["age"]), "years"),
         ConditionSpec("sex", "categorical", choices=["F", "M"]),
     ]
     conditions = {"age": np.array([s.age for s in samples]), "sex": np.array([0.0 if s.sex == "F" else 1.0 for s in samples])}
@@ -78,7 +78,7 @@ def _neighbour_inverse_mean(model, age: float, sex: str, count: int, sigma_years
         for w, sample in zip(weights, samples):
             inverse = velocity_to_displacement(-torch.from_numpy(sample.velocity)[None], model.grid, grid)
             total = inverse * float(w) if total is None else total + inverse * float(w)
-    return total, weights
+    return cast(torch.Tensor, total), weights
 
 
 def evaluate_population3d(
@@ -158,10 +158,10 @@ def evaluate_population3d(
     # data for the trend figure: sampled subjects' own ventricle volumes
     samples = model.sample(data_subjects, seed + 7, measure=False)
     velocities = np.stack([s.velocity for s in samples])
-    volumes = []
+    data_volumes: list[float] = []
     for start in range(0, len(velocities), 8):
-        volumes.extend(ventricle_volumes_ml(model, velocities[start : start + 8]).tolist())
-    result.data_points = {"age": [s.age for s in samples], "sex": [s.sex for s in samples], "ventricle": volumes, "units": "mL"}
+        data_volumes.extend(ventricle_volumes_ml(model, velocities[start : start + 8]).tolist())
+    result.data_points = {"age": [s.age for s in samples], "sex": [s.sex for s in samples], "ventricle": data_volumes, "units": "mL"}
     result.seconds = time.perf_counter() - started
     return result
 

@@ -28,7 +28,7 @@ class EvaluationResult:
     methods: dict[str, str] = field(default_factory=dict)
     metric_names: list[str] = field(default_factory=list)
     slices: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
-    data_points: dict[str, list] = field(default_factory=dict)
+    data_points: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0

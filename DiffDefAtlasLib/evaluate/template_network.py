@@ -26,7 +26,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -54,6 +54,8 @@ class TemplateNetworkSettings:
 class ConditionalTemplateDecoder(nn.Module):
     """Normalised conditions ``(B, C)`` -> velocity ``(B, ndim, *shape)`` (mm), the training mean plus a learned offset."""
 
+    mean_velocity: torch.Tensor
+
     def __init__(self, n_conditions: int, mean_velocity: torch.Tensor, settings: TemplateNetworkSettings) -> None:
         super().__init__()
         ndim = mean_velocity.shape[1]
@@ -76,6 +78,7 @@ class ConditionalTemplateDecoder(nn.Module):
         self.decoder = nn.Sequential(*blocks)
         self.head = conv(previous, ndim, 3, padding=1)
         nn.init.zeros_(self.head.weight)
+        assert self.head.bias is not None
         nn.init.zeros_(self.head.bias)
         self.register_buffer("mean_velocity", mean_velocity.float())
         self.first = first
@@ -102,7 +105,7 @@ class ConditionalTemplateDecoder(nn.Module):
 def first_difference_penalty(field: torch.Tensor) -> torch.Tensor:
     """Mean squared first difference of a field ``(B, ndim, *shape)`` along every spatial axis (per voxel^2)."""
     n = field.dim() - 2
-    return sum(torch.diff(field, dim=2 + axis).pow(2).mean() for axis in range(n)) / n
+    return cast(torch.Tensor, sum(torch.diff(field, dim=2 + axis).pow(2).mean() for axis in range(n))) / n
 
 
 class ConditionalTemplateNetwork(VelocityMethod):

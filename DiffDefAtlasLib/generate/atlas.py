@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, cast
 
 import numpy as np
 import torch
@@ -293,7 +294,7 @@ class Generator:
         images = template_images(self.card)
         if images.image.grid != grid:
             entry = self.card.template or {}
-            source = self.card.path.parent / entry["image"] if entry.get("kind") == "files" else "bundled MNI template"
+            source = cast(Path, self.card.path).parent / entry["image"] if entry.get("kind") == "files" else "bundled MNI template"
             found = images.image.grid
             raise DiffDefInputError(
                 f"{source}: template is {found.spatial_dims}D {'x'.join(map(str, found.shape))} but model '{self.name}' "
@@ -377,6 +378,7 @@ class Generator:
             check_finite_field(u, f"model '{self.name}': sample {k + 1}'s displacement field")
             if mean is None:
                 mean, m2 = torch.zeros_like(u), torch.zeros_like(u)
+            assert m2 is not None
             delta = u - mean
             mean += delta / (k + 1)
             m2 += delta * (u - mean)

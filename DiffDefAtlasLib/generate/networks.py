@@ -90,7 +90,7 @@ class ConditionEmbedding(nn.Module):
         super().__init__()
         self.kinds = [(str(k), int(n)) for k, n in kinds]
         self.dim = dim
-        encoders = []
+        encoders: list[nn.Module] = []
         for kind, n_choices in self.kinds:
             if kind == "categorical":
                 encoders.append(nn.Embedding(max(n_choices, 1), dim))
@@ -260,6 +260,9 @@ class VelocityGenerator(nn.Module):
     mean is ``field_mean``, or with a fitted ``trend`` (:mod:`.trend`) the conditional one, ``field_mean`` (then the
     trend's intercept) plus the ``trend_maps`` weighted by the conditions' features.
     """
+
+    field_mean: torch.Tensor
+    trend_maps: torch.Tensor  # registered only with a fitted trend
 
     def __init__(
         self,

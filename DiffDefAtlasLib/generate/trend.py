@@ -28,7 +28,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeGuard
 
 import numpy as np
 import torch
@@ -42,7 +42,8 @@ def _term_columns(terms: Sequence[Sequence[str]], coords: Coordinates, means: Se
     """Each term's product ``(B, K)`` float64, and whether all its conditions are set ``(B, K)``; unset entries take
     ``means`` when given."""
     batch = next(iter(coords.values()))[0].shape[0]
-    values, available = [], []
+    values: list[torch.Tensor] = []
+    available: list[torch.Tensor] = []
     for term in terms:
         value = torch.ones(batch, dtype=torch.float64)
         ok = torch.ones(batch, dtype=torch.bool)
@@ -116,8 +117,8 @@ def fit_trend(
         rows = base[name][1] & available.all(1)
         if int(rows.sum()) < columns.shape[1] + 2:
             raise DiffDefInputError(f"trend: too few subjects with '{name}' set ({int(rows.sum())}) to adjust it")
-        design = torch.cat([torch.ones(int(rows.sum()), 1, dtype=torch.float64), columns[rows]], 1)
-        coefficients = torch.linalg.lstsq(design, base[name][0][rows, None]).solution[:, 0]
+        adjust_design = torch.cat([torch.ones(int(rows.sum()), 1, dtype=torch.float64), columns[rows]], 1)
+        coefficients = torch.linalg.lstsq(adjust_design, base[name][0][rows, None]).solution[:, 0]
         config["adjusted"][name] = {"terms": [list(t) for t in adjust["terms"]], "coefficients": coefficients.tolist(), "term_means": _available_means(columns, available)}
     coords = _coordinates(config, names, values, present)
     columns, available = _term_columns(config["terms"], coords, None)
@@ -126,7 +127,7 @@ def fit_trend(
     design = torch.cat([torch.ones(n, 1, dtype=torch.float64), columns], 1).numpy()
     solve = np.linalg.pinv(design)  # (1 + K, N)
     flat = velocities.reshape(n, -1)
-    maps = np.empty((design.shape[1], flat.shape[1]), dtype=np.float64)
+    maps: np.ndarray = np.empty((design.shape[1], flat.shape[1]), dtype=np.float64)
     for start in range(0, flat.shape[1], chunk):
         maps[:, start : start + chunk] = solve @ flat[:, start : start + chunk].astype(np.float64)
     residual_sq = 0.0
@@ -138,6 +139,6 @@ def fit_trend(
     return config, maps[0], maps[1:]
 
 
-def is_fitted(config: dict[str, Any] | None) -> bool:
+def is_fitted(config: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     """Whether a card's ``trend`` entry has fitted terms (an empty entry, or a recipe's unfitted one, does not)."""
-    return bool(config) and bool(config.get("terms")) and "term_means" in config
+    return bool(config and config.get("terms") and "term_means" in config)

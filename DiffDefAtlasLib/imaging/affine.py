@@ -173,6 +173,7 @@ def affine_register(
             coarse.Execute(fixed_image, moving_image)
             if best is None or coarse.GetMetricValue() < best[0]:
                 best = (coarse.GetMetricValue(), sitk.AffineTransform(candidate))
+        assert best is not None
         initial = best[1]
     # A diverging optimiser can collapse the matrix (ITK then refuses a zero spacing): retry once with smaller steps.
     for learning_rate in (1.0, 0.25):

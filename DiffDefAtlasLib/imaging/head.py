@@ -88,6 +88,7 @@ def _mi_stage(fixed, moving, mask, initial: np.ndarray, centre: np.ndarray, kind
     lps_centre = np.asarray(centre, dtype=np.float64) * np.array([-1.0, -1.0, 1.0])
     a = np.array(start.GetMatrix()).reshape(3, 3)
     translation = np.array(start.GetTranslation()) + a @ lps_centre - lps_centre
+    transform: sitk.Similarity3DTransform | sitk.AffineTransform
     if kind == "similarity":
         transform = sitk.Similarity3DTransform()
         transform.SetCenter(lps_centre.tolist())

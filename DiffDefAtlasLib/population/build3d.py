@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -167,7 +168,7 @@ def model_sample_trends(model: PopulationModel, n_samples: int = 500, seed: int 
             volumes.append(sample.tissue_volumes_ml)
         bar.update(min(chunk, n_samples - start))
     bar.close()
-    out = {key: _trend(ages, [v[key] for v in volumes]) for key in MODEL_VOLUMES}
+    out: dict[str, Any] = {key: _trend(ages, [v[key] for v in volumes]) for key in MODEL_VOLUMES}
     out["n_samples"] = n_samples
     out["seed"] = seed
     return out
@@ -177,7 +178,7 @@ def model_mean_trends(model: PopulationModel, points: int = 6) -> dict:
     """Volumes of the exact conditional-mean deformation at ``points`` ages across the range, for F and M."""
     lo, hi = model.condition_ranges["age"]
     grid_ages = [float(a) for a in np.linspace(lo, hi, points)]
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for sex in ("F", "M"):
         mean_volumes = [model.label_volumes_ml(model.mean_velocity(a, sex)) for a in grid_ages]
         out[sex] = {"ages": grid_ages, **{key: [round(v[key], 3) for v in mean_volumes] for key in MODEL_VOLUMES}}
@@ -249,8 +250,8 @@ def provenance(fields: IxiFieldSet, fitted: IxiFieldSet | None = None) -> dict:
         "acknowledgement": "IXI project, Imperial College London, EPSRC GR/S21533/02",
         "template": template_info()["name"],
         "subjects": [
-            {"id": s, "age": float(a), "sex": "M" if x else "F", "site": site, "map": k, "fit_loss": round(float(l), 6), "template_correlation": round(float(c), 3)}
-            for s, a, x, site, k, l, c in zip(
+            {"id": s, "age": float(a), "sex": "M" if x else "F", "site": site, "map": k, "fit_loss": round(float(loss), 6), "template_correlation": round(float(c), 3)}
+            for s, a, x, site, k, loss, c in zip(
                 fields.subject_ids, fields.ages, fields.sexes, fields.sites, fields.kinds, fields.data_loss, fields.template_correlation
             )
         ],
@@ -289,7 +290,7 @@ def fit_consistency(model: PopulationModel, fields: IxiFieldSet) -> dict:
 def weights_precision(model: PopulationModel) -> dict:
     """Largest difference (mm) between mean displacements from float32 and float16 parameters, over ages and sexes."""
     half = PopulationModel(
-        *(np.asarray(a, dtype=np.float16).astype(np.float32) for a in (model.intercept, model.age_slope, model.sex_effect, model.modes)),
+        *cast("tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]", tuple(np.asarray(a, dtype=np.float16).astype(np.float32) for a in (model.intercept, model.age_slope, model.sex_effect, model.modes))),
         model.grid,
         model.age_reference,
         model.condition_ranges["age"],

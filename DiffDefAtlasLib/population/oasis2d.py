@@ -29,7 +29,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 import torch
@@ -392,7 +392,7 @@ def build_oasis_fields(cache_dir: str | Path | None = None, data_dir: str | Path
                 velocities=fields.velocities,
                 split=fields.split,
                 data_loss=losses,
-                **{f"condition_{name}": values for name, values in conditions.items()},
+                **cast("dict[str, Any]", {f"condition_{name}": values for name, values in conditions.items()}),
             )
     return fields
 

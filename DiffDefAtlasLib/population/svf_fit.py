@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -177,5 +178,5 @@ def fit_velocity(
         current = velocity.detach()
     info = {"data_loss": data_loss.detach().tolist(), "smoothness_loss": smooth_loss.detach().tolist(), "history": history}
     if current_grid != velocity_grid:
-        current = resample_displacement(current, current_grid, velocity_grid)
-    return current, velocity_grid, info
+        current = resample_displacement(cast(torch.Tensor, current), current_grid, velocity_grid)
+    return cast(torch.Tensor, current), velocity_grid, info

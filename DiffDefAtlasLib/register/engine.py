@@ -119,7 +119,7 @@ def dice_per_label(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _label_volume(volume: Volume, grid: Grid, name: str) -> Volume:
+def _label_volume(volume: Volume) -> Volume:
     array = np.asarray(volume.array)
     if not np.issubdtype(array.dtype, np.integer):
         array = np.rint(array)
@@ -365,12 +365,12 @@ def _deformable(
             inverse_w = network.integrate(-velocity, wgrid)
             to_atlas = affine_displacement(np.linalg.inv(matrix), moving.grid, device=device)  # A^-1 y - y
             inverse_at = warp_image(inverse_w, to_atlas, moving.grid, wgrid, padding="border")
-            labels_t = torch.as_tensor(_label_volume(atlas_labels, grid, "atlas labels").array, device=device)[None, None]
+            labels_t = torch.as_tensor(_label_volume(atlas_labels).array, device=device)[None, None]
             carried = warp_labels(labels_t, to_atlas + inverse_at, moving.grid, atlas_labels.grid)
             labels_on_moving = Volume(carried[0, 0].cpu().numpy().astype(np.int32), moving.affine)
             timings["labels_s"] = time.perf_counter() - t0
             if moving_labels is not None:
-                moving_t = torch.as_tensor(_label_volume(moving_labels, moving.grid, "moving labels").array, device=device)[None, None]
+                moving_t = torch.as_tensor(_label_volume(moving_labels).array, device=device)[None, None]
                 atlas_on_grid = atlas_labels.array if atlas_labels.grid == grid else resample(atlas_labels, grid, labels=True)[0, 0].numpy()
                 warped_labels = warp_labels(moving_t, total, grid, moving_labels.grid)[0, 0].cpu().numpy()
                 affine_only = warp_labels(moving_t, affine_displacement(matrix, grid, device=device), grid, moving_labels.grid)[0, 0].cpu().numpy()

@@ -15,6 +15,7 @@ several times faster on a CPU than integrating at 2 mm.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast, overload
 
 import torch
 import torch.nn as nn
@@ -87,6 +88,10 @@ def upsample_field(field: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(field, scale_factor=factor, mode=mode, align_corners=False)
 
 
+@overload
+def pool_to_coarse(image: torch.Tensor, factor: int) -> torch.Tensor: ...
+@overload
+def pool_to_coarse(image: None, factor: int) -> None: ...
 def pool_to_coarse(image: torch.Tensor | None, factor: int) -> torch.Tensor | None:
     """Average-pool ``(B, C, *shape)`` by ``factor``: the coarse grid of :func:`coarse_grid` (None passes through)."""
     if image is None or factor == 1:
@@ -134,16 +139,17 @@ class RegistrationNetwork(nn.Module):
             norm="instance",
         )
         self.velocity_head = Convolution(n, config.features, n, kernel_size=3, conv_only=True)
-        nn.init.normal_(self.velocity_head.conv.weight, std=1e-5)
-        nn.init.zeros_(self.velocity_head.conv.bias)
+        velocity_conv = cast("nn.Conv2d | nn.Conv3d", self.velocity_head.conv)  # MONAI adds its convolution by name
+        nn.init.normal_(velocity_conv.weight, std=1e-5)
+        nn.init.zeros_(cast(torch.Tensor, velocity_conv.bias))
         self.lambda_head = nn.Sequential(
             Convolution(n, config.features, config.lambda_hidden, kernel_size=3, act=("leakyrelu", {"negative_slope": 0.2}), norm=None),
             Convolution(n, config.lambda_hidden, 1, kernel_size=1, conv_only=True),
         )
-        last = self.lambda_head[-1].conv
+        last = cast("nn.Conv2d | nn.Conv3d", self.lambda_head[-1].conv)
         nn.init.normal_(last.weight, std=1e-3)
         init = min(max(config.lambda_init, 1e-3), 1 - 1e-3)
-        nn.init.constant_(last.bias, float(torch.logit(torch.tensor(init))))
+        nn.init.constant_(cast(torch.Tensor, last.bias), float(torch.logit(torch.tensor(init))))
 
     def _check(self, moving: torch.Tensor, fixed: torch.Tensor) -> None:
         n = self.config.spatial_dims

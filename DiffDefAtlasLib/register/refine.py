@@ -52,7 +52,8 @@ def refine_velocity(
     """
     field_grid = coarse_grid(grid, network.config.downsample)
     if on_coarse_grid:
-        moving, fixed, mask = (pool_to_coarse(x, network.config.downsample) for x in (moving, fixed, mask))
+        factor = network.config.downsample
+        moving, fixed, mask = pool_to_coarse(moving, factor), pool_to_coarse(fixed, factor), pool_to_coarse(mask, factor)
         mask = (mask > 0.5).float() if mask is not None else None
     parameter = velocity.detach().clone().requires_grad_(True)
     lam = lam.detach()

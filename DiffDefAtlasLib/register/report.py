@@ -170,7 +170,7 @@ def lambda_figure(
         draw.text((4, top + height // 2 - 6), name.replace(" - ", "\n- "), fill=(0, 0, 0))
         left = TITLE_WIDTH
         for panel, width in zip(panels, widths):
-            tile = Image.fromarray((255 * np.clip(panel, 0, 1)).astype(np.uint8)).resize((panel.shape[1] * zoom, panel.shape[0] * zoom), Image.NEAREST)
+            tile = Image.fromarray((255 * np.clip(panel, 0, 1)).astype(np.uint8)).resize((panel.shape[1] * zoom, panel.shape[0] * zoom), Image.NEAREST)  # type: ignore[attr-defined]  # Pillow defines it at runtime only; Image.Resampling needs Pillow >= 9.1
             sheet.paste(tile, (left, top + (height - tile.height) // 2))
             left += width + GAP
         if r in bars:

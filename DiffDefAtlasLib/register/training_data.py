@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -98,17 +99,17 @@ def cache_subjects(cache_dir: str | Path, log=print) -> list[Path]:
         with atomic_path(target) as tmp:
             np.savez_compressed(tmp, labels=labels, convention=info.convention, source=info.source, matrix=matrix)
         log(f"cached {info.name}")
-    for subject in ixi_subjects("t1"):
-        target = cache / f"{subject.subject_id}.npz"
+    for ixi_subject in ixi_subjects("t1"):
+        target = cache / f"{ixi_subject.subject_id}.npz"
         out.append(target)
         if target.is_file():
             continue
-        t1 = read_image(subject.files["t1"])
+        t1 = read_image(ixi_subject.files["t1"])
         matrix = affine_register(template.t1, t1, fixed_mask=template.brain_mask, settings=settings)
         image = resample(t1, grid, matrix)[0, 0].numpy().astype(np.float32)
         with atomic_path(target) as tmp:
             np.savez_compressed(tmp, image=image, source="ixi", matrix=matrix)
-        log(f"cached {subject.subject_id}")
+        log(f"cached {ixi_subject.subject_id}")
     return out
 
 
@@ -192,6 +193,7 @@ class TemplatePairSampler:
         self.cache_dir = Path(cache_dir)
 
     def _rescan(self) -> None:
+        assert self.cache_dir is not None  # called only once watch() has set it
         known = {s.name for s in self.labelled + self.real}
         new = [p for p in sorted(self.cache_dir.glob("*.npz")) if p.stem not in known and not p.name.startswith(".")]
         for subject in load_cached(new):
@@ -228,6 +230,7 @@ class TemplatePairSampler:
             moving = moving.clamp_min(0) ** gamma
             return Pair(moving, fixed, mask, None, None)
         subject = self.labelled[self.rng.integers(len(self.labelled))]
+        assert subject.labels is not None and subject.convention is not None  # labelled subjects carry both
         labels = warp_labels(torch.as_tensor(subject.labels.astype(np.int64))[None, None], u, self.grid)[0, 0].numpy()
         synth = synthesise_image(
             labels, subject.convention, seed=int(self.rng.integers(2**31)), blur_sigma_mm=float(self.rng.uniform(0.0, 1.0)),
@@ -269,7 +272,7 @@ def oasis_template_2d(subject_ids: list[str]) -> Volume:
         image = normalise_intensity(torch.as_tensor(volume.array)[None, None])[0, 0].numpy()
         total = image if total is None else total + image
         affine = volume.affine
-    return Volume((total / len(subject_ids)).astype(np.float32), affine)
+    return Volume((cast(np.ndarray, total) / len(subject_ids)).astype(np.float32), cast(np.ndarray, affine))
 
 
 class OasisPairSampler:

@@ -110,13 +110,3 @@ def save_registration_network(network: RegistrationNetwork, folder: str | Path, 
     write_text_atomic(folder / CARD_NAME, json.dumps(card, indent=2) + "\n")
     _verified_state.cache_clear()
     return folder / CARD_NAME
-
-
-def update_model_card(folder: str | Path, **fields) -> Path:
-    """Merge ``fields`` (e.g. ``metrics=...``) into an existing model card, keeping the checksum and architecture."""
-    folder = Path(folder)
-    card = read_model_card(folder=folder)
-    card.update(fields)
-    write_text_atomic(folder / CARD_NAME, json.dumps(card, indent=2) + "\n")
-    _verified_state.cache_clear()
-    return folder / CARD_NAME

@@ -18,7 +18,9 @@ from ..scene import SLICER_PIP_REQUIREMENTS, TORCH_REQUIREMENT, missing_requirem
 def torch_installed(find_spec: Callable[[str], Any] | None = None) -> bool:
     """True when ``import torch`` can find the package (checked without importing it)."""
     if find_spec is None:
-        from importlib.util import find_spec
+        from importlib.util import find_spec as default_find_spec
+
+        find_spec = default_find_spec
     return find_spec("torch") is not None
 
 

@@ -78,6 +78,8 @@ def sweep_range(control: ConditionControl, steps: int = 8) -> SweepRange:
     """
     if control.is_categorical:
         raise ValueError(f"condition '{control.name}' is categorical; sweeps vary a continuous condition")
+    assert control.minimum is not None and control.maximum is not None
+    assert control.slider_minimum is not None and control.slider_maximum is not None
     lo, hi = float(control.minimum), float(control.maximum)
     step = max(float(control.single_step), (hi - lo) / max(1, int(steps)))
     return SweepRange(lo, hi, step, float(control.slider_minimum), float(control.slider_maximum),

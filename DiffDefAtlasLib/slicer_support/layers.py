@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import numpy as np
 
@@ -157,7 +157,7 @@ def read_generation_record(text: str | None) -> dict[str, Any]:
 
 def export_stem_for_record(record: Mapping[str, Any], fallback_model: str = "atlas") -> str:
     """The export file stem of the atlas described by a generation record."""
-    conditions = record.get("conditions") if isinstance(record.get("conditions"), dict) else {}
+    conditions = cast("dict[str, Any]", record.get("conditions")) if isinstance(record.get("conditions"), dict) else {}
     seed = record.get("seed", 0)
     return export_stem(str(record.get("model") or fallback_model), conditions, int(seed) if isinstance(seed, (int, float)) else 0)
 

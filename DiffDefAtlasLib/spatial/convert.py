@@ -11,10 +11,16 @@ This is the only module that knows about these conventions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import DiffDefInputError
 from .grid import Grid
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 NIFTI_INTENT_DISPVECT = 1006
 NIFTI_INTENT_VECTOR = 1007
@@ -44,7 +50,7 @@ def ras_affine_to_itk(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[floa
     return tuple(origin.tolist()), tuple(spacing.tolist()), tuple(direction.ravel().tolist())
 
 
-def itk_to_ras_affine(origin, spacing, direction) -> np.ndarray:
+def itk_to_ras_affine(origin: Sequence[float] | np.ndarray, spacing: Sequence[float] | np.ndarray, direction: Sequence[float] | np.ndarray) -> np.ndarray:
     """RAS voxel-to-world affine from ITK ``origin``, ``spacing`` and ``direction`` (LPS)."""
     n = len(origin)
     flip = lps_flip(n)
@@ -62,7 +68,7 @@ def check_field(u: np.ndarray, grid: Grid) -> np.ndarray:
     return u
 
 
-def displacement_to_sitk(u: np.ndarray, grid: Grid):
+def displacement_to_sitk(u: np.ndarray, grid: Grid) -> sitk.Image:
     """A SimpleITK vector image (float64, LPS components) holding the RAS field ``u`` ``(ndim, *shape)``.
 
     The result can be wrapped in ``sitk.DisplacementFieldTransform`` to resample with SimpleITK.
@@ -82,7 +88,7 @@ def displacement_to_sitk(u: np.ndarray, grid: Grid):
     return image
 
 
-def displacement_from_sitk(image) -> tuple[np.ndarray, Grid]:
+def displacement_from_sitk(image: sitk.Image) -> tuple[np.ndarray, Grid]:
     """Inverse of :func:`displacement_to_sitk`: a RAS field ``(ndim, *shape)`` and its grid."""
     import SimpleITK as sitk
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 
-from .fields import apply_matrix
 from .grid import Grid, is_diagonal
 
 
@@ -98,7 +99,7 @@ def jacobian_smoothness(jacobian: torch.Tensor, grid: Grid, mask: torch.Tensor |
     if columns is None:
         grad = displacement_gradient(jac.unsqueeze(1), grid)[:, 0]
         columns = [grad[:, c : c + 1] for c in range(grid.spatial_dims)]
-    magnitude = torch.sqrt(sum(d[:, 0] * d[:, 0] for d in columns))  # (B, *shape)
+    magnitude = torch.sqrt(cast(torch.Tensor, sum(d[:, 0] * d[:, 0] for d in columns)))  # (B, *shape)
     if mask is not None:
         magnitude = magnitude[mask.bool().expand_as(magnitude)]
     return float(magnitude.mean())

@@ -1,4 +1,6 @@
-"""``diffdef-atlas train --stage autoencoder|diffusion|mp|export|registration --model NAME --work DIR``.
+"""``diffdef-atlas train --stage autoencoder|diffusion|mp|export --model NAME --work DIR``.
+
+The registration network has its own command, ``diffdef-atlas train-registration``.
 
 Each stage resumes from the newest checkpoint in ``--work``; run it again to continue after an interruption.
 Several GPUs: ``torchrun --nproc_per_node=N -m DiffDefAtlasLib.cli.main train ...``.
@@ -15,9 +17,8 @@ import argparse
 from pathlib import Path
 
 from ..device import DEVICE_CHOICES
-from ..errors import DiffDefInputError
 
-STAGES = ("autoencoder", "diffusion", "mp", "export", "registration")
+STAGES = ("autoencoder", "diffusion", "mp", "export")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,12 +54,6 @@ def run_train(args: argparse.Namespace) -> int:
     from .recipes import cached_fields, draft_card, recipe
     from .stages import StageSettings, export_model, train_autoencoder, train_diffusion
 
-    if args.stage == "registration":
-        try:
-            from ..register.train import main as registration_main  # the registration helper's trainer
-        except ImportError as error:
-            raise DiffDefInputError(f"the registration training stage is not available ({error})") from None
-        return int(registration_main([]) or 0)
     if args.threads:
         import torch
 
@@ -105,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         from .morphology import MorphologySettings, train_morphology
 
-        result = train_morphology(args.model, fields, settings, MorphologySettings(args.neighbours, args.sigma, args.smoothness, subtract_self_registration=not args.keep_self_registration))
+        result = train_morphology(fields, settings, MorphologySettings(args.neighbours, args.sigma, args.smoothness, subtract_self_registration=not args.keep_self_registration))
     state = "stopped early (run again to continue)" if result["stopped_early"] else "done"
     print(f"{args.stage}: step {result['step']}/{settings.steps} {state}; {result['seconds']:.0f} s this run; last losses {result['losses'][-1] if result['losses'] else '-'}")
     return 0

@@ -129,7 +129,7 @@ def population3d_fields(count: int, seed: int = 0, measured: int | None = None) 
     low, high = np.nanpercentile(ventricles, [1, 99]) if measured else (5.0, 60.0)
     age_range = tuple(float(a) for a in model.condition_ranges["age"])
     specs = [
-        ConditionSpec("age", "continuous", *age_range, "years", description="age at scan", default=round(sum(age_range) / 2)),
+        ConditionSpec("age", "continuous", minimum=age_range[0], maximum=age_range[1], units="years", description="age at scan", default=round(sum(age_range) / 2)),
         ConditionSpec("sex", "categorical", choices=["F", "M"], description="sex", default="F"),
         ConditionSpec("ventricle_volume", "continuous", round(float(low), 2), round(float(high), 2), "mL", description="lateral-ventricle volume (1st-99th percentile of the training subjects)", default=round(float(np.nanmedian(ventricles)), 1) if measured else None),
     ]
@@ -155,14 +155,6 @@ def ventricle_volumes_ml(model, velocities: np.ndarray) -> np.ndarray:
         labels = load_template("2mm").labels
         volumes = [warped_label_volumes_ml(u[i : i + 1], working_grid(), labels)[0] for i in range(len(u))]
     return np.array([v["lateral_ventricles"] for v in volumes])
-
-
-def _range(ranges: Any, *names: str) -> tuple[float, float]:
-    for name in names:
-        if name in ranges:
-            low, high = ranges[name]
-            return float(low), float(high)
-    raise DiffDefInputError(f"population model: no range for condition {names[0]!r} (has {', '.join(ranges)})")
 
 
 def oasis2d_fields(split: str = "train") -> FieldSet:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -69,7 +70,7 @@ def wrap_model(model: torch.nn.Module, context: DistributedContext) -> torch.nn.
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside a DistributedDataParallel wrapper."""
-    return model.module if hasattr(model, "module") else model
+    return cast(torch.nn.Module, model.module) if hasattr(model, "module") else model
 
 
 def shard_indices(indices: torch.Tensor, context: DistributedContext) -> torch.Tensor:

@@ -82,6 +82,11 @@ class MorphologyObjective(nn.Module):
     """The MP loss for a batch of target conditions; only ``network.autoencoder.decoder`` (and its post-quant conv)
     receive gradients."""
 
+    network: Any  # the VelocityGenerator (decode_velocity)
+    registration: Any  # the frozen RegistrationNetwork (predict_displacement)
+    template_work: torch.Tensor
+    template_mask: torch.Tensor
+
     def __init__(self, network: nn.Module, registration: nn.Module, card, template_work: torch.Tensor, settings: MorphologySettings, template_mask: torch.Tensor | None = None) -> None:
         super().__init__()
         self.network = network
@@ -169,7 +174,6 @@ def template_on_working_grid(card, mask: bool = False) -> torch.Tensor:
 
 
 def train_morphology(
-    model_name: str,
     fields: FieldSet,
     settings: StageSettings,
     mp: MorphologySettings | None = None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 
@@ -150,7 +150,7 @@ def cached_fields(name: str, work_dir: str | Path, subjects: int | None = None, 
     meta = {"shape": list(fields.grid.shape), "affine": fields.grid.affine.tolist(), "specs": [vars(s) for s in fields.specs], "source": fields.source, "info": fields.info}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as stream:
-            np.savez(stream, velocities=fields.velocities.astype(np.float16), meta=json.dumps(meta), **{f"c_{k}": v for k, v in fields.conditions.items()})
+            np.savez(stream, velocities=fields.velocities.astype(np.float16), meta=json.dumps(meta), **cast("dict[str, Any]", {f"c_{k}": v for k, v in fields.conditions.items()}))
     return cached_fields(name, work_dir)  # read back, so every stage sees exactly the stored (float16) fields
 
 

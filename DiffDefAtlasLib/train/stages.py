@@ -72,6 +72,7 @@ class AutoencoderObjective(nn.Module):
     one global draw.
     """
 
+    autoencoder: Any  # the generator's autoencoder: encode() -> (mu, sigma), decode()
     def __init__(self, autoencoder: nn.Module, kl_weight: float) -> None:
         super().__init__()
         self.autoencoder = autoencoder
@@ -376,7 +377,7 @@ def load_trained_autoencoder(work_dir: str | Path, card: ModelCard) -> nn.Module
 
 
 @torch.no_grad()
-def encode_fields(autoencoder: nn.Module, fields: FieldSet, card: ModelCard, baseline: Baseline, batch: int = 16) -> torch.Tensor:
+def encode_fields(autoencoder: Any, fields: FieldSet, card: ModelCard, baseline: Baseline, batch: int = 16) -> torch.Tensor:
     """Posterior means of every field's latent ``(N, C, *latent)`` (unscaled)."""
     factor = autoencoder_factor(card.autoencoder)
     out = []
@@ -457,7 +458,7 @@ def train_diffusion(fields: FieldSet, settings: StageSettings) -> dict[str, Any]
         cleanup(context)
 
 
-def assemble_network(work_dir: str | Path, card: ModelCard, use_mp: bool = True, fields: FieldSet | None = None) -> nn.Module:
+def assemble_network(work_dir: str | Path, card: ModelCard, use_mp: bool = True) -> nn.Module:
     """The :class:`~DiffDefAtlasLib.generate.networks.VelocityGenerator` from the stage checkpoints (MP weights when present)."""
     from ..generate.networks import build_generator_network
 
