@@ -101,7 +101,7 @@ def test_variability_maps(tiny_model):
 
 def test_label_volumes_against_counting():
     """Reference: voxel counting by hand on a 2 mm grid (8 mm^3 per voxel = 0.008 mL)."""
-    from DiffDefAtlasLib.generate import label_volumes
+    from DiffDefAtlasLib.metrics import label_volumes
 
     labels = np.zeros((4, 4, 4), np.uint8)
     labels[:2] = 4

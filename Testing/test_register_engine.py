@@ -13,7 +13,7 @@ import torch
 from DiffDefAtlasLib.errors import DiffDefInputError
 from DiffDefAtlasLib.imageio import Volume
 from DiffDefAtlasLib.register import RegistrationCancelled, load_registration_network, register_to_atlas
-from DiffDefAtlasLib.register.engine import dice_per_label
+from DiffDefAtlasLib.metrics import dice_per_label
 from DiffDefAtlasLib.register.refine import refine_velocity
 from DiffDefAtlasLib.spatial import integrate_velocity, warp_image, warp_labels
 from DiffDefAtlasLib.template import load_template

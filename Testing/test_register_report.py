@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from DiffDefAtlasLib.data.labelmaps import dice_per_class
+from DiffDefAtlasLib.metrics import dice_per_class
 from DiffDefAtlasLib.imageio import Volume
 from DiffDefAtlasLib.register.report import (
     COLOURBAR_WIDTH,

@@ -7,7 +7,6 @@ import pytest
 
 from DiffDefAtlasLib.data.labelmaps import (
     CONVENTIONS,
-    dice_per_class,
     has_ventricles,
     merge_ventricles_into_csf,
     to_diffdef_labels,
@@ -15,6 +14,7 @@ from DiffDefAtlasLib.data.labelmaps import (
 from DiffDefAtlasLib.data.synthesis import random_bias_field, sample_label_intensities, synthesise_image
 from DiffDefAtlasLib.errors import DiffDefInputError
 from DiffDefAtlasLib.imageio import Volume
+from DiffDefAtlasLib.metrics import dice_per_class
 
 
 def block_labels(shape=(40, 44, 36)) -> np.ndarray:

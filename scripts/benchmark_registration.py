@@ -70,7 +70,8 @@ def load_pairs(limit: int | None, seed: int = 0):
 
 
 def dice_in_template(warped_labels: np.ndarray, template_labels: np.ndarray, ventricles: bool) -> float:
-    from DiffDefAtlasLib.data.labelmaps import dice_per_class, merge_ventricles_into_csf
+    from DiffDefAtlasLib.data.labelmaps import merge_ventricles_into_csf
+    from DiffDefAtlasLib.metrics import dice_per_class
 
     a, b = np.asarray(warped_labels, np.uint8), np.asarray(template_labels, np.uint8)
     if not ventricles:
@@ -236,7 +237,7 @@ def oasis_2d(models: dict[str, Path | None], refine: int, limit: int | None, jso
     """
     import torch
 
-    from DiffDefAtlasLib.data.labelmaps import dice_per_class
+    from DiffDefAtlasLib.metrics import dice_per_class
     from DiffDefAtlasLib.data.oasis import load_oasis_slice, oasis_cohort
     from DiffDefAtlasLib.imageio import read_image
     from DiffDefAtlasLib.imaging import head

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..imageio import write_image
-from ..measure_labels import label_volumes_ml
+from ..metrics import label_volumes
 from ..template import LABEL_NAMES, RESOLUTIONS, load_template
 from ..results import check_output_dir, result_folder, write_summary
 
@@ -27,7 +27,7 @@ def run_template(args: argparse.Namespace) -> int:
         write_image(template.brain_mask, out / "brain_mask.nii.gz")
         for name, volume in template.tissue.items():
             write_image(volume, out / f"{name}_probability.nii.gz")
-        volumes = label_volumes_ml(template.labels, LABEL_NAMES)
+        volumes = label_volumes(template.labels.array, template.grid, LABEL_NAMES)
         grid = template.grid
         summary = {
             "template": "MNI ICBM152 2009a nonlinear symmetric",

@@ -128,21 +128,3 @@ def merge_ventricles_into_csf(labels: np.ndarray) -> np.ndarray:
     out = np.array(labels, dtype=np.uint8, copy=True)
     out[out == VENTRICLES] = CSF
     return out
-
-
-def dice_per_class(a: np.ndarray, b: np.ndarray, classes: tuple[int, ...] = (1, 2, 3, 4)) -> dict[int, float]:
-    """Dice overlap per class between two label arrays of the same shape (NaN where a class is in neither).
-
-    Example:
-        >>> dice_per_class(np.array([1, 1, 2]), np.array([1, 2, 2]), classes=(1, 2))
-        {1: 0.6666666666666666, 2: 0.6666666666666666}
-    """
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        raise DiffDefInputError(f"Dice needs label arrays of the same shape, found {a.shape} and {b.shape}")
-    out = {}
-    for c in classes:
-        x, y = a == c, b == c
-        total = int(x.sum()) + int(y.sum())
-        out[c] = 2.0 * int(np.logical_and(x, y).sum()) / total if total else float("nan")
-    return out

@@ -42,7 +42,7 @@ def score_against_population_mean(
     (which is this for a generator). ``integrate(velocity, grid)`` turns a velocity into the displacement on the
     working grid (default: the population model's own ``exp``). Lets a diagnosis score one part of the pipeline
     alone (an autoencoder, a sampler)."""
-    from ..data.labelmaps import dice_per_class
+    from ..metrics import dice_per_class
     from .metrics import endpoint_error, trend_slope
     from ..population import load_population_model
     from ..population.svf_fit import velocity_to_displacement

@@ -2,7 +2,7 @@
 
 Every measure takes plain arrays or tensors on a :class:`~DiffDefAtlasLib.spatial.Grid` (RAS mm) and returns floats,
 so the same code scores every method (the baselines and Diff-Def) on the same footing. The Jacobian measures reuse
-:mod:`DiffDefAtlasLib.spatial`; Dice reuses :func:`DiffDefAtlasLib.register.engine.dice_per_label`.
+:mod:`DiffDefAtlasLib.spatial`; Dice, volumes and endpoint error come from :mod:`DiffDefAtlasLib.metrics`.
 
 Example:
     >>> g = Grid((8, 8), np.eye(3))
@@ -17,7 +17,7 @@ from typing import Mapping, Sequence, cast
 import numpy as np
 import torch
 
-from ..register.engine import dice_per_label
+from ..metrics import dice_per_label, endpoint_error, label_volumes
 from ..spatial import Grid, compose_displacements, folding_ratio, jacobian_determinant, jacobian_smoothness, vector_length
 
 __all__ = [
@@ -114,25 +114,6 @@ def exact_neighbourhood_mean_displacement(atlas_displacement: torch.Tensor, neig
     ``(ndim, *shape)``.
     """
     return compose_displacements(neighbour_inverse_mean, atlas_displacement, grid)[0]
-
-
-def endpoint_error(displacement: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor, mask: np.ndarray | None = None) -> dict[str, float]:
-    """Mean and 95th percentile of ``|u - u_true|`` (mm) over the voxels of ``mask``; fields are ``(ndim, *shape)``.
-
-    Example:
-        >>> round(endpoint_error(np.ones((3, 2, 2, 2)), np.zeros((3, 2, 2, 2)))["mean"] ** 2, 9)
-        3.0
-    """
-    error = np.linalg.norm(np.asarray(displacement, dtype=np.float64) - np.asarray(truth, dtype=np.float64), axis=0)
-    values = error[np.asarray(mask) > 0] if mask is not None else error.ravel()
-    return {"mean": float(values.mean()), "p95": float(np.percentile(values, 95))}
-
-
-def label_volumes(labels: np.ndarray, grid: Grid, names: Mapping[int, str]) -> dict[str, float]:
-    """Volume per named label, mL in 3D and mm^2 in 2D (unrounded)."""
-    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64), minlength=max(names, default=0) + 1)
-    scale = grid.voxel_volume / (1000.0 if grid.spatial_dims == 3 else 1.0)
-    return {name: float(counts[value]) * scale for value, name in names.items() if value != 0}
 
 
 def volume_errors(volumes: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:

@@ -5,7 +5,7 @@ Example:
     >>> result = generate_atlas("brain3d", {"age": 72, "sex": "F"}, seed=0)  # doctest: +SKIP
 """
 
-from .atlas import AtlasResult, Generator, label_volumes
+from .atlas import AtlasResult, Generator
 from .bundled import generate_atlas, list_models, load_generator, save_model
 from ..conditions.resolve import ExtrapolationWarning, encode_conditions, parse_assignment, resolve_conditions
 from .model_card import ConditionSpec, ModelCard
@@ -18,7 +18,6 @@ __all__ = [
     "ModelCard",
     "encode_conditions",
     "generate_atlas",
-    "label_volumes",
     "list_models",
     "load_generator",
     "parse_assignment",

@@ -24,6 +24,7 @@ import torch
 from ..checksum import verify_sha256
 from ..errors import DiffDefInputError, QualityCheckError
 from ..imageio import Volume, read_image
+from ..metrics import label_volumes
 from ..spatial import (
     Grid,
     folding_mask,
@@ -150,18 +151,6 @@ def template_images(card: ModelCard) -> TemplateImages:
     if kind == "files" and entry.get("label_names"):
         images = TemplateImages(images.image, images.labels, {int(k): v for k, v in entry["label_names"].items()})
     return images
-
-
-def label_volumes(labels: np.ndarray, grid: Grid, names: Mapping[int, str]) -> dict[str, float]:
-    """Volume of each named label in mL (3D) or area in mm^2 (2D).
-
-    Example:
-        >>> label_volumes(np.array([[0, 1], [1, 1]]), Grid((2, 2), np.diag([2.0, 2.0, 1.0])), {1: "csf"})
-        {'csf': 12.0}
-    """
-    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64), minlength=max(names, default=0) + 1)
-    scale = grid.voxel_volume / (1000.0 if grid.spatial_dims == 3 else 1.0)
-    return {name: round(float(counts[value]) * scale, 4) for value, name in names.items() if value != 0}
 
 
 class Generator:
@@ -332,7 +321,7 @@ class Generator:
             "displacement_mean_norm_mm": float(norm.mean()),
             "displacement_max_norm_mm": float(norm.max()),
         }
-        volumes = label_volumes(atlas_labels, grid, images.label_names)
+        volumes = label_volumes(atlas_labels, grid, images.label_names, decimals=4)
         if volumes:
             summary["volumes_ml" if grid.spatial_dims == 3 else "areas_mm2"] = volumes
         return AtlasResult(

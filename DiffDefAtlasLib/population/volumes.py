@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..imageio import Volume
+from ..metrics import label_volumes
 from ..spatial import Grid, resample_displacement, warp_labels
 from ..template import LABEL_NAMES
 
@@ -30,11 +31,9 @@ def warped_label_volumes_ml(displacement: torch.Tensor, grid: Grid, labels: Volu
         displacement = resample_displacement(displacement, grid, target)
     label_tensor = torch.from_numpy(np.asarray(labels.array).astype(np.int64))[None, None]
     warped = warp_labels(label_tensor, displacement.to(torch.float64), target, moving_grid=target)
-    ml = target.voxel_volume / 1000.0
     out = []
     for item in warped:
-        counts = torch.bincount(item.flatten(), minlength=len(LABEL_NAMES)).double().numpy() * ml
-        volumes = {name: float(counts[value]) for value, name in LABEL_NAMES.items() if value != 0}
+        volumes = label_volumes(item.numpy(), target, LABEL_NAMES)
         volumes["total_csf"] = volumes["csf"] + volumes["lateral_ventricles"]
         out.append(volumes)
     return out

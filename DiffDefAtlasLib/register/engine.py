@@ -33,6 +33,7 @@ from ..imaging.head import SKULL_THRESHOLD, Alignment, align_scan, brain_mask_fr
 from ..imaging.intensity import normalise_intensity
 from ..imaging.masks import brain_mask_from_image, dilate
 from ..imaging.resampling import affine_displacement, compose_with_affine, resample, resample_image, to_tensor, working_grid_for
+from ..metrics import dice_per_label
 from .losses import masked_lncc
 from .network import RegistrationNetwork, upsample_field
 from .quality import QualityThresholds, brain_overlap, check_quality
@@ -101,22 +102,6 @@ def brain_ncc(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -> fl
     b = b.double().flatten() - b.double().mean()
     denominator = float(torch.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum()) / denominator if denominator > 0 else 0.0
-
-
-def dice_per_label(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Dice per non-zero label present in either map, plus their mean (``"mean"``).
-
-    Example:
-        >>> dice_per_label(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]))["mean"]
-        0.6666666666666666
-    """
-    from ..data.labelmaps import dice_per_class
-
-    ids = sorted(int(i) for i in np.union1d(np.unique(a), np.unique(b)) if i != 0)
-    scores = dice_per_class(a, b, classes=tuple(ids)) if ids else {}
-    out = {str(k): float(v) for k, v in scores.items()}
-    out["mean"] = float(np.nanmean(list(scores.values()))) if scores else float("nan")
-    return out
 
 
 def _label_volume(volume: Volume) -> Volume:

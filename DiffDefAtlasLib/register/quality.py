@@ -6,11 +6,11 @@ with status 2) whose one-line message names the figure and its threshold.
 
 Figures measured with the bundled network and ``diffdef-atlas register`` against the 1 mm template:
 
-- a BrainWeb T1-like brain turned 10 degrees and shifted 25 mm: affine-only NCC 0.60, final 0.72, coverage 0.99,
-  Dice 0.97; its full head (top-anchored path): 0.59, 0.72, 1.00;
+- a BrainWeb T1-like brain turned 10 degrees and shifted 25 mm: affine-only NCC 0.60, final 0.73, coverage 1.00,
+  Dice 0.96; its full head (top-anchored path): 0.59, 0.72, coverage 1.00;
 - the real skull-stripped IXI259 T1: 0.58, 0.75, coverage 1.00, Dice 0.96;
 - a SynthSeg brain with random per-structure contrasts (the lowest correct case seen): 0.27, 0.41, 0.90, 0.92;
-- a BrainWeb head with a neck under the old moments-only affine: brain NCC -0.08, 77 mm off.
+- a BrainWeb head with a neck under the old moments-only affine: brain NCC -0.08, its translation 77 mm off in z.
 
 The thresholds sit below every correct case and above the failures.
 """
