@@ -7,13 +7,13 @@ Results are read from the output folder only after the process has exited succes
 
 Three pieces, each testable without Slicer:
 
-- :func:`format_progress` / :func:`parse_progress`: the one-line progress protocol shared with the command line;
+- :func:`format_progress` / :func:`parse_progress` (from :mod:`DiffDefAtlasLib.progress`): the one-line progress
+  protocol; every command that runs as a job prints it when :func:`library_environment` sets the switch;
 - :func:`register_arguments` / :func:`sweep_arguments` / :func:`library_environment`: the command, as an argument list
   (never a shell string);
 - :class:`BackgroundJob`: the state machine (running, succeeded, failed, cancelled) over any :class:`ProcessRunner`.
   :class:`SubprocessRunner` is the real runner (plain ``subprocess``); tests pass a fake one;
-- :func:`read_register_outputs` / :func:`sweep_labels` / :func:`sweep_progress_parser`: reading what a finished job
-  wrote, and following a sweep (which prints one line per atlas rather than ``PROGRESS`` lines).
+- :func:`read_register_outputs` / :func:`sweep_labels`: reading what a finished job wrote.
 
 Example:
     >>> format_progress(0.42, "refining")
@@ -38,81 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
-PROGRESS_PREFIX = "PROGRESS"
-#: Set (to "1") in a child's environment by :func:`library_environment`: the command line then prints progress lines.
-PROGRESS_ENV = "DIFFDEF_ATLAS_PROGRESS_LINES"
+from .progress import PROGRESS_ENV, PROGRESS_PREFIX, Progress, format_progress, parse_progress, progress_reporter  # noqa: F401 (the job protocol)
+
 CLI_MODULE = "DiffDefAtlasLib.cli.main"
 
 #: Files ``diffdef-atlas register --out DIR`` writes that the Slicer module loads (labels only with --fixed-labels).
 REGISTER_OUTPUTS = ("warped.nii.gz", "displacement.nii.gz", "jacobian.nii.gz")
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One parsed progress report: ``fraction`` in [0, 1] and an optional free-text ``message``."""
-
-    fraction: float
-    message: str = ""
-
-
-def format_progress(fraction: float, message: str = "") -> str:
-    """The progress line a child process prints (and flushes) so the Slicer module can show a progress bar.
-
-    Example:
-        >>> format_progress(1.5)
-        'PROGRESS 1.000'
-    """
-    fraction = min(1.0, max(0.0, float(fraction)))
-    line = f"{PROGRESS_PREFIX} {fraction:.3f}"
-    message = " ".join(str(message).split())
-    return f"{line} {message}" if message else line
-
-
-def parse_progress(line: str) -> Progress | None:
-    """Parse a ``PROGRESS <fraction> [message]`` line; any other line (log output) gives ``None``.
-
-    Fractions are clamped to [0, 1]; a malformed number gives ``None`` rather than an error, because the line may be
-    ordinary log text that happens to start with the word.
-
-    Example:
-        >>> parse_progress("PROGRESS 0.5")
-        Progress(fraction=0.5, message='')
-        >>> parse_progress("loading model") is None
-        True
-    """
-    parts = line.strip().split(maxsplit=2)
-    if len(parts) < 2 or parts[0] != PROGRESS_PREFIX:
-        return None
-    try:
-        fraction = float(parts[1])
-    except ValueError:
-        return None
-    if fraction != fraction:  # NaN
-        return None
-    return Progress(min(1.0, max(0.0, fraction)), parts[2] if len(parts) > 2 else "")
-
-
-def progress_reporter(stream=None, environ: Mapping[str, str] | None = None) -> Callable[..., None] | None:
-    """For the command line: a ``progress(fraction, message="")`` callback that prints progress lines to ``stream``
-    (default stdout, flushed), or ``None`` unless the parent process asked for them through :data:`PROGRESS_ENV`.
-
-    Example:
-        >>> import io
-        >>> out = io.StringIO()
-        >>> progress_reporter(out, {PROGRESS_ENV: "1"})(0.5, "warping")
-        >>> out.getvalue().splitlines()
-        ['PROGRESS 0.500 warping']
-    """
-    environ = os.environ if environ is None else environ
-    if environ.get(PROGRESS_ENV, "") in ("", "0"):
-        return None
-
-    def report(fraction: float, message: str = "") -> None:
-        target = stream if stream is not None else sys.stdout
-        target.write(format_progress(fraction, message) + "\n")
-        target.flush()
-
-    return report
 
 
 def register_arguments(
@@ -203,29 +134,6 @@ def sweep_labels(values: Sequence[float], count: int) -> list[str]:
         if len(set(labels)) == count:
             return labels
     return [str(i) for i in range(count)]
-
-
-def sweep_progress_parser(name: str, total: int) -> Callable[[str], Progress | None]:
-    """For :class:`BackgroundJob` ``progress_from_line``: ``diffdef-atlas sweep`` prints ``  age=45: ...`` after each
-    atlas, so the n-th such line means ``n / total`` done.
-
-    Example:
-        >>> parse = sweep_progress_parser("age", 4)
-        >>> parse("  age=45: csf 150.2"), parse("loading the model")
-        (Progress(fraction=0.25, message='age=45'), None)
-    """
-    pattern = re.compile(rf"^\s*({re.escape(name)}=[^:\s]+):")
-    done = 0
-
-    def parse(line: str) -> Progress | None:
-        nonlocal done
-        match = pattern.match(line)
-        if match is None:
-            return None
-        done += 1
-        return Progress(min(1.0, done / max(1, int(total))), match.group(1))
-
-    return parse
 
 
 @dataclass

@@ -339,24 +339,24 @@ def test_sweep_labels_name_each_atlas_once():
     assert process.sweep_labels([1.0, 1.0], 2) == ["0", "1"]
 
 
-def test_sweep_progress_follows_the_lines_the_sweep_command_prints(tmp_path):
-    """Reference: the line format of ``diffdef-atlas sweep`` (``  {name}={value:g}: volumes...`` after each atlas, as
-    DiffDefAtlasLib/generate/cli.py prints it), fed through a job in arbitrary chunks."""
-    values = process.sweep_values(45, 60, 5)
-    lines = ["loading model brain3d"] + [f"  age={v:g}: csf 150.1, gm 600.2" for v in values] + ["Wrote 4 atlases"]
-    runner = FakeRunner()
-    job, events = _job(runner, progress_from_line=process.sweep_progress_parser("age", len(values)))
-    job.start()
-    text = "\n".join(lines) + "\n"
-    runner.on_output(text[:30])
-    runner.on_output(text[30:])
-    runner.on_finished(0)
-    assert events["progress"] == [(0.25, "age=45"), (0.5, "age=50"), (0.75, "age=55"), (1.0, "age=60")]
-    assert events["log"][0] == "loading model brain3d" and len(events["log"]) == len(lines)  # result lines are logged too
-    assert events["done"] == [JobState.SUCCEEDED]
-    other = process.sweep_progress_parser("sex", 2)
-    assert other("  age=45: csf 1") is None and other("  sex=F: csf 1") == Progress(0.5, "sex=F")
-    assert other("PROGRESS 0.5") is None
+def test_sweep_reports_progress_through_the_one_protocol(tmp_path, capsys, monkeypatch):
+    """Reference: the sweep's own step count. With the parent's switch set, ``diffdef-atlas sweep`` prints one
+    ``PROGRESS`` line per atlas (n / total, the value as the message), so the job reads fractions, never the wording
+    of the human lines; without the switch it prints none."""
+    from DiffDefAtlasLib.cli.main import main
+
+    from modelfactory import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny2d")
+    argv = ["sweep", "--model", str(model), "--device", "cpu", "--vary", "age=45:60:5"]
+    monkeypatch.setenv(process.PROGRESS_ENV, "1")
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    reports = [p for p in map(process.parse_progress, out) if p is not None]
+    assert reports == [Progress(0.25, "age=45"), Progress(0.5, "age=50"), Progress(0.75, "age=55"), Progress(1.0, "age=60")]
+    monkeypatch.delenv(process.PROGRESS_ENV)
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert not [line for line in capsys.readouterr().out.splitlines() if process.parse_progress(line)]
 
 
 def test_read_register_outputs_reads_what_the_register_command_writes(tmp_path):

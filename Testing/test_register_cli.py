@@ -134,7 +134,7 @@ def test_refuses_a_non_empty_folder_without_overwrite(run_3d, tmp_path, capsys):
     (result / "stale.txt").write_text("from an older run")
     assert main(["--moving", str(paths["moving"]), "--fixed", str(paths["fixed"]), "--out", str(result), "--device", "cpu", "--no-affine", "--overwrite"]) == 0
     assert (result / "warped.nii.gz").is_file() and not (result / "stale.txt").exists()
-    assert "PROGRESS 1.000" in capsys.readouterr().out
+    assert "100% wrote results to" in capsys.readouterr().out  # a person's progress line (no parent asked for PROGRESS)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left beside it
 
 
@@ -175,3 +175,17 @@ def test_missing_cuda_is_reported(tmp_path, capsys):
     assert main(["--moving", str(tmp_path / "f.nii.gz"), "--fixed", str(tmp_path / "f.nii.gz"), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
     assert "CUDA" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_parent_process_gets_progress_lines(run_3d, tmp_path, capsys, monkeypatch):
+    """Reference: the protocol's parser (DiffDefAtlasLib.progress). With the switch the Slicer module sets, register
+    prints PROGRESS lines whose fractions rise from 0 to 1, and nothing else parses as progress."""
+    from DiffDefAtlasLib.progress import PROGRESS_ENV, parse_progress
+
+    paths, _ = run_3d
+    monkeypatch.setenv(PROGRESS_ENV, "1")
+    capsys.readouterr()
+    assert main(["--moving", str(paths["moving"]), "--fixed", str(paths["fixed"]), "--out", str(tmp_path / "o"), "--device", "cpu", "--no-affine"]) == 0
+    fractions = [p.fraction for p in map(parse_progress, capsys.readouterr().out.splitlines()) if p is not None]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions) and len(fractions) >= 5
+

@@ -135,5 +135,4 @@ class JobLauncher:
             slicer.util.setSliceViewerLayers(background=browser.GetProxyNode(sequence), fit=True)
             return sequence
 
-        return self.start(arguments, work, [], finish, onProgress, onDone,
-                          progressFromLine=process.sweep_progress_parser(vary[0], len(values)))
+        return self.start(arguments, work, [], finish, onProgress, onDone)

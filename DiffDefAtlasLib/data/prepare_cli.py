@@ -7,7 +7,6 @@ Exit status: 0 when every subject is prepared (or cached), 1 when some failed (t
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from .measure import VOLUME_KEYS
@@ -34,21 +33,21 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``prepare``; prints a summary and the failures, returns the exit status."""
-    from ..process import PROGRESS_ENV, format_progress
+    from ..progress import progress_reporter
     from .prepare import prepare_cohort
 
-    progress_lines = os.environ.get(PROGRESS_ENV) == "1"
+    lines = progress_reporter()  # PROGRESS lines for a parent process; a person gets the progress bar instead
 
     def on_progress(fraction: float, message: str) -> None:
-        if progress_lines:
-            print(format_progress(fraction, message), flush=True)
+        if lines is not None:
+            lines(fraction, message)
 
     report = prepare_cohort(
         args.cohort,
         args.out,
         n4=args.n4,
         skull_strip=args.skull_strip,
-        progress=not args.no_progress and not progress_lines,
+        progress=not args.no_progress and lines is None,
         labels_convention=args.labels_convention,
         add_measured=args.add_measured,
         extra_conditions={name: "numeric" for name in args.extra_condition},

@@ -235,9 +235,11 @@ def run_sweep(args: argparse.Namespace) -> int:
 def _sweep_into(out: Path, args: argparse.Namespace, card, conditions: dict, name: str, values: list, printed: set[str]) -> list:
     """Generate and write every step of a sweep into the (staging) folder ``out``."""
     from ..atomic import atomic_path
+    from ..progress import progress_reporter
     from ..results import write_summary
     from .preview import montage, save_gif, save_png, slices_with_jacobian
 
+    lines = progress_reporter()  # PROGRESS lines for a parent process (the Slicer module's progress bar)
     rows, pictures, summaries = [], [], []
     for n, value in enumerate(values):
         with warnings.catch_warnings(record=True) as caught:
@@ -252,7 +254,9 @@ def _sweep_into(out: Path, args: argparse.Namespace, card, conditions: dict, nam
         volumes = result.summary.get("volumes_ml") or result.summary.get("areas_mm2") or {}
         rows.append({name: value, **volumes, "folding_ratio_nonpositive": result.summary["folding_ratio_nonpositive"], "mean_displacement_mm": result.summary["displacement_mean_norm_mm"]})
         summaries.append({"folder": folder.name, **result.summary})
-        print(f"  {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in volumes.items()))
+        print(f"  {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in volumes.items()), flush=True)
+        if lines is not None:
+            lines((n + 1) / len(values), label)
     save_png(montage(pictures, columns=1), out / "montage.png")
     save_gif(pictures, out / "sweep.gif")
     with atomic_path(out / "volumes.csv") as tmp:

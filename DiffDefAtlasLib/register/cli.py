@@ -10,7 +10,8 @@ Outputs (all in the fixed image's space unless noted):
 - ``labels.nii.gz``: the fixed labels carried onto the moving scan (moving space), with ``--fixed-labels``;
 - ``summary.json``: timings per stage, folding, similarity, std log det J, Dice per label with both label maps.
 
-Progress goes to stdout as ``PROGRESS <fraction> <message>`` lines. The folder is built beside ``--out`` and swapped in
+Progress goes to stdout (``PROGRESS <fraction> <message>`` lines for a parent process that asks for them, see
+:mod:`DiffDefAtlasLib.progress`). The folder is built beside ``--out`` and swapped in
 when complete. A full-head scan is found and handled; a result that fails its own quality checks (brain NCC,
 folding, brain overlap) writes nothing and exits with status 2, naming the figure and its threshold.
 
@@ -92,6 +93,7 @@ def run_register(args: argparse.Namespace) -> int:
     """
     from ..results import check_output_dir, result_folder
     from ..imageio import check_image, read_image
+    from ..progress import command_progress
     from .engine import register_to_atlas
 
     check_output_dir(args.out, args.overwrite)  # before the run: a bad --out must not cost a registration
@@ -103,9 +105,7 @@ def run_register(args: argparse.Namespace) -> int:
     moving_labels = read_image(args.moving_labels, dtype=None) if args.moving_labels else None
     fixed_mask = read_image(args.fixed_mask, dtype=None) if args.fixed_mask else None
 
-    def progress(fraction: float, message: str) -> None:
-        print(f"PROGRESS {fraction:.3f} {message}", flush=True)
-
+    progress = command_progress()
     result = register_to_atlas(
         moving, fixed, atlas_labels=fixed_labels, moving_labels=moving_labels, refine=args.refine,
         affine=not args.no_affine, device=args.device, progress=progress, atlas_mask=fixed_mask,
@@ -114,7 +114,7 @@ def run_register(args: argparse.Namespace) -> int:
     inputs = {k: str(v) for k, v in vars(args).items() if k in ("moving", "fixed", "fixed_labels", "moving_labels", "fixed_mask") and v}
     with result_folder(args.out, args.overwrite) as out:
         write_outputs(result, out, inputs)
-    print(f"PROGRESS 1.000 wrote results to {args.out}", flush=True)
+    progress(1.0, f"wrote results to {args.out}")
     return 0
 
 
