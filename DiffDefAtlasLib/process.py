@@ -38,12 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
+from .results import REGISTER_FILES
 from .progress import PROGRESS_ENV, PROGRESS_PREFIX, Progress, format_progress, parse_progress, progress_reporter  # noqa: F401 (the job protocol)
 
 CLI_MODULE = "DiffDefAtlasLib.cli.main"
 
 #: Files ``diffdef-atlas register --out DIR`` writes that the Slicer module loads (labels only with --fixed-labels).
-REGISTER_OUTPUTS = ("warped.nii.gz", "displacement.nii.gz", "jacobian.nii.gz")
+REGISTER_OUTPUTS = tuple(REGISTER_FILES[key] for key in ("warped", "displacement", "jacobian"))
 
 
 def register_arguments(
@@ -160,13 +161,13 @@ def read_register_outputs(out_dir: str | Path) -> RegisterOutputs:
     from .fieldio import load_displacement
 
     out = Path(out_dir)
-    u, grid = load_displacement(out / "displacement.nii.gz")
-    labels_path, summary_path = out / "labels.nii.gz", out / "summary.json"
+    u, grid = load_displacement(out / REGISTER_FILES["displacement"])
+    labels_path, summary_path = out / REGISTER_FILES["labels"], out / REGISTER_FILES["summary"]
     return RegisterOutputs(
-        warped=read_image(out / "warped.nii.gz"),
+        warped=read_image(out / REGISTER_FILES["warped"]),
         displacement=u,
         grid=grid,
-        jacobian=read_image(out / "jacobian.nii.gz"),
+        jacobian=read_image(out / REGISTER_FILES["jacobian"]),
         labels_on_moving=read_image(labels_path, dtype=np.uint8) if labels_path.is_file() else None,
         summary=json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {},
     )

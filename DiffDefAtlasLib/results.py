@@ -16,6 +16,41 @@ from .provenance import environment_info
 #: Every result folder of the library holds this file; ``--overwrite`` replaces only folders that do.
 SUMMARY_NAME = "summary.json"
 
+#: The files of an atlas folder (``generate``; each step of a ``sweep`` holds ``atlas`` and ``labels``), by key.
+ATLAS_FILES = {
+    "atlas": "atlas.nii.gz",
+    "labels": "labels.nii.gz",
+    "displacement": "displacement.nii.gz",
+    "displacement_itk": "displacement_itk.nii.gz",
+    "jacobian": "jacobian.nii.gz",
+    "folding": "folding.nii.gz",
+    "preview": "preview.png",
+    "displacement_mean": "displacement_mean.nii.gz",
+    "displacement_std": "displacement_std.nii.gz",
+    "summary": SUMMARY_NAME,
+}
+#: The files of a registration folder (``register``); ``lambda`` and ``labels`` only when there is one.
+REGISTER_FILES = {
+    "warped": "warped.nii.gz",
+    "displacement": "displacement.nii.gz",
+    "displacement_itk": "displacement_itk.nii.gz",
+    "jacobian": "jacobian.nii.gz",
+    "lambda": "lambda.nii.gz",
+    "labels": "labels.nii.gz",
+    "summary": SUMMARY_NAME,
+}
+#: The files of a ``sweep`` folder besides one atlas folder per step.
+SWEEP_FILES = {"montage": "montage.png", "gif": "sweep.gif", "volumes": "volumes.csv", "summary": SUMMARY_NAME}
+#: The Slicer export writes ``<stem><suffix>`` into a folder the user chose.
+EXPORT_SUFFIXES = {
+    "atlas": "_atlas.nii.gz",
+    "labels": "_labels.nii.gz",
+    "displacement": "_displacement.nii.gz",
+    "jacobian": "_jacobian.nii.gz",
+    "folding": "_folding.nii.gz",
+    "summary": "_summary.json",
+}
+
 
 def check_output_dir(path: str | Path, overwrite: bool = False, *, whole: bool = True) -> Path:
     """Refuse an output path that is a file, or a non-empty folder without ``overwrite``; create nothing.

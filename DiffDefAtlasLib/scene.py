@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, cast
 
 import numpy as np
 
+from .conditions.spec import KINDS
 from .errors import DiffDefInputError
+from .results import EXPORT_SUFFIXES
 
 if TYPE_CHECKING:  # imageio pulls in the spatial package (torch); the module needs this file before torch exists
     from .imageio import Volume
@@ -473,10 +475,6 @@ def nice_step(span: float, steps: int = 100) -> float:
     return 10.0 * power
 
 
-def _is_categorical(kind: str) -> bool:
-    return str(kind).lower() in ("categorical", "category", "choice")
-
-
 def condition_controls(card: ModelCardLike, allow_extrapolation: bool = False, margin: float = 0.25) -> list[ConditionControl]:
     """One :class:`ConditionControl` per condition of a model card, in card order.
 
@@ -495,7 +493,9 @@ def condition_controls(card: ModelCardLike, allow_extrapolation: bool = False, m
     for spec in card.conditions:
         units = str(getattr(spec, "units", "") or "")
         label = spec.name.replace("_", " ")
-        if _is_categorical(spec.kind):
+        if spec.kind not in KINDS:  # the kinds a model card accepts, nothing more
+            raise DiffDefInputError(f"model card {card.name}: condition '{spec.name}' has kind {spec.kind!r}; expected one of {', '.join(KINDS)}")
+        if spec.kind == "categorical":
             choices = tuple(str(c) for c in (spec.choices or ()))
             if not choices:
                 raise DiffDefInputError(f"model card {card.name}: categorical condition '{spec.name}' lists no choices")
@@ -618,15 +618,6 @@ def export_stem(model: str, conditions: Mapping[str, Any], seed: int = 0) -> str
     parts.append(f"seed-{int(seed)}")
     return "_".join(parts)
 
-
-EXPORT_SUFFIXES = {
-    "atlas": "_atlas.nii.gz",
-    "labels": "_labels.nii.gz",
-    "displacement": "_displacement.nii.gz",
-    "jacobian": "_jacobian.nii.gz",
-    "folding": "_folding.nii.gz",
-    "summary": "_summary.json",
-}
 
 
 class ExportConflict(DiffDefInputError):

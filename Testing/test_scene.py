@@ -392,6 +392,10 @@ def test_bad_model_cards_are_input_errors():
     no_choices = [SimpleNamespace(name="sex", kind="categorical", minimum=None, maximum=None, units="", choices=[], default=None)]
     with pytest.raises(DiffDefInputError, match="sex"):
         scene.condition_controls(_card(conditions=no_choices))
+    # Only the kinds a ModelCard accepts: "choice" used to pass here while ModelCard refused it.
+    other_kind = [SimpleNamespace(name="sex", kind="choice", minimum=None, maximum=None, units="", choices=["F", "M"], default=None)]
+    with pytest.raises(DiffDefInputError, match="expected one of continuous, categorical"):
+        scene.condition_controls(_card(conditions=other_kind))
 
 
 @pytest.mark.parametrize(("span", "step"), [(45.0, 0.5), (1.0, 0.01), (3000.0, 50.0), (0.3, 0.005), (7.0, 0.1)])

@@ -47,7 +47,7 @@ def autoencoder(work: str):
     """The exact mean encoded (posterior mean) and decoded by the newest autoencoder checkpoint of a work folder."""
     from DiffDefAtlasLib.population import load_population_model
     from DiffDefAtlasLib.generate.networks import autoencoder_factor
-    from DiffDefAtlasLib.train.stages import _pad_fields, load_draft, load_trained_autoencoder
+    from DiffDefAtlasLib.train.stages import pad_fields, load_draft, load_trained_autoencoder
 
     from DiffDefAtlasLib.conditions.resolve import encode_conditions
     from DiffDefAtlasLib.generate.trend import is_fitted, trend_velocity
@@ -68,7 +68,7 @@ def autoencoder(work: str):
     def velocity(age: float, sex: str) -> torch.Tensor:
         mean = baseline(age, sex)
         x = (torch.from_numpy(population.mean_velocity(age, sex))[None] - mean) / scale
-        mu, _ = network.encode(_pad_fields(x, factor))
+        mu, _ = network.encode(pad_fields(x, factor))
         decoded = network.decode_stage_2_outputs(mu)[..., : x.shape[2], : x.shape[3], : x.shape[4]]
         return decoded * scale + mean
 

@@ -98,7 +98,7 @@ def training_throughput(model: str = "brain3d", steps: int = 3, stages: Sequence
     the model's shapes (the cost does not depend on the values). The MP stage uses the frozen registration network."""
     from ..generate.bundled import resolve_model
     from ..generate.networks import autoencoder_factor, build_generator_network
-    from ..train.stages import AutoencoderObjective, DiffusionObjective, _pad_fields
+    from ..train.stages import AutoencoderObjective, DiffusionObjective, pad_fields
 
     card = resolve_model(model)
     torch.manual_seed(0)
@@ -126,7 +126,7 @@ def training_throughput(model: str = "brain3d", steps: int = 3, stages: Sequence
     for stage in stages:
         b = sizes[stage]
         if stage == "autoencoder":
-            fields = _pad_fields(torch.randn(b, n, *velocity_shape), autoencoder_factor(card.autoencoder))
+            fields = pad_fields(torch.randn(b, n, *velocity_shape), autoencoder_factor(card.autoencoder))
             timing = run_steps(AutoencoderObjective(network.autoencoder, 1e-6), {"fields": fields, "noise": torch.randn(b, *latent_shape)})
         elif stage == "diffusion":
             objective = DiffusionObjective(network.unet, card.scheduler)

@@ -53,24 +53,25 @@ def write_atlas_files(result, out: Path, *, preview: bool = True, minimal: bool 
     import SimpleITK as sitk
 
     from ..atomic import atomic_path
-    from ..imageio import write_image
     from ..fieldio import save_displacement_nifti
+    from ..imageio import write_image
+    from ..results import ATLAS_FILES
     from ..spatial import displacement_to_sitk
     from .preview import save_png, slices_with_jacobian
 
-    written = [write_image(result.atlas, out / "atlas.nii.gz"), write_image(result.labels, out / "labels.nii.gz")]
+    written = [write_image(result.atlas, out / ATLAS_FILES["atlas"]), write_image(result.labels, out / ATLAS_FILES["labels"])]
     if minimal:
         return written
-    written.append(save_displacement_nifti(result.displacement, result.grid, out / "displacement.nii.gz"))
-    itk_path = out / "displacement_itk.nii.gz"
+    written.append(save_displacement_nifti(result.displacement, result.grid, out / ATLAS_FILES["displacement"]))
+    itk_path = out / ATLAS_FILES["displacement_itk"]
     with atomic_path(itk_path) as tmp:
         sitk.WriteImage(displacement_to_sitk(result.displacement, result.grid), str(tmp), True)
     written.append(itk_path)
-    written.append(write_image(result.jacobian, out / "jacobian.nii.gz"))
-    written.append(write_image(result.folding, out / "folding.nii.gz"))
+    written.append(write_image(result.jacobian, out / ATLAS_FILES["jacobian"]))
+    written.append(write_image(result.folding, out / ATLAS_FILES["folding"]))
     if preview:
         label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.summary["conditions"].items()) or "unconditional"
-        written.append(save_png(slices_with_jacobian(result.atlas, result.jacobian, label), out / "preview.png"))
+        written.append(save_png(slices_with_jacobian(result.atlas, result.jacobian, label), out / ATLAS_FILES["preview"]))
     return written
 
 
@@ -128,7 +129,7 @@ def run_generate(args: argparse.Namespace) -> int:
     """
     from ..imageio import Volume, write_image
     from ..fieldio import save_displacement_nifti
-    from ..results import result_folder, write_summary
+    from ..results import ATLAS_FILES, result_folder, write_summary
     from .bundled import resolve_model, sample_variability
     from ..conditions.resolve import resolve_conditions
 
@@ -156,10 +157,10 @@ def run_generate(args: argparse.Namespace) -> int:
         written = write_atlas_files(result, out)
         if variability is not None:
             mean, std = variability
-            written.append(save_displacement_nifti(mean, result.grid, out / "displacement_mean.nii.gz"))
-            written.append(write_image(Volume(std.astype(np.float32), result.grid.affine), out / "displacement_std.nii.gz"))
-        write_summary(out / "summary.json", summary, device=summary.get("device"))
-        written.append(out / "summary.json")
+            written.append(save_displacement_nifti(mean, result.grid, out / ATLAS_FILES["displacement_mean"]))
+            written.append(write_image(Volume(std.astype(np.float32), result.grid.affine), out / ATLAS_FILES["displacement_std"]))
+        write_summary(out / ATLAS_FILES["summary"], summary, device=summary.get("device"))
+        written.append(out / ATLAS_FILES["summary"])
     text = ", ".join(f"{k}={v}" for k, v in summary["conditions"].items()) or "no conditions (unconditional atlas)"
     print(f"Generated {card.name} atlas for {text} (seed {args.seed}, {summary['steps']} steps) in {summary['timings_s']['total_s']:.2f} s on {summary['device']}")
     if "volumes_ml" in summary:
@@ -236,7 +237,7 @@ def _sweep_into(out: Path, args: argparse.Namespace, card, conditions: dict, nam
     """Generate and write every step of a sweep into the (staging) folder ``out``."""
     from ..atomic import atomic_path
     from ..progress import progress_reporter
-    from ..results import write_summary
+    from ..results import SWEEP_FILES, write_summary
     from .preview import montage, save_gif, save_png, slices_with_jacobian
 
     lines = progress_reporter()  # PROGRESS lines for a parent process (the Slicer module's progress bar)
@@ -257,15 +258,15 @@ def _sweep_into(out: Path, args: argparse.Namespace, card, conditions: dict, nam
         print(f"  {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in volumes.items()), flush=True)
         if lines is not None:
             lines((n + 1) / len(values), label)
-    save_png(montage(pictures, columns=1), out / "montage.png")
-    save_gif(pictures, out / "sweep.gif")
-    with atomic_path(out / "volumes.csv") as tmp:
+    save_png(montage(pictures, columns=1), out / SWEEP_FILES["montage"])
+    save_gif(pictures, out / SWEEP_FILES["gif"])
+    with atomic_path(out / SWEEP_FILES["volumes"]) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as stream:
             writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
     unit = "mL" if card.spatial_dims == 3 else "mm^2"
-    write_summary(out / "summary.json", {"model": card.name, "vary": name, "values": values, "fixed_conditions": conditions, "volume_units": unit, "steps": summaries}, device=summaries[0]["device"])
+    write_summary(out / SWEEP_FILES["summary"], {"model": card.name, "vary": name, "values": values, "fixed_conditions": conditions, "volume_units": unit, "steps": summaries}, device=summaries[0]["device"])
     return values
 
 

@@ -28,16 +28,6 @@ from pathlib import Path
 from ..errors import DiffDefInputError
 from ..imaging.head import BRAIN_EXTRACTION_MODES
 
-OUTPUT_FILES = (
-    "warped.nii.gz",
-    "displacement.nii.gz",
-    "displacement_itk.nii.gz",
-    "jacobian.nii.gz",
-    "lambda.nii.gz",
-    "summary.json",
-)
-
-
 def add_register_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``register`` options to ``parser`` (the top-level CLI adds them to its ``register`` subcommand)."""
     parser.add_argument("--moving", required=True, type=Path, help="scan to register (any format SimpleITK reads)")
@@ -51,10 +41,8 @@ def add_register_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--brain-extraction", choices=BRAIN_EXTRACTION_MODES, default="auto",
                         help="for a full-head scan: deepbet's models when installed (auto), deepbet, or the template's brain (template)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier result folder as a whole")
     return parser
-
-
 
 
 def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
@@ -62,27 +50,28 @@ def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
     import SimpleITK as sitk
 
     from ..atomic import atomic_path
-    from ..results import write_summary
-    from ..imageio import write_image
     from ..fieldio import save_displacement_nifti
+    from ..imageio import write_image
+    from ..results import REGISTER_FILES, write_summary
     from ..spatial import displacement_to_sitk
 
-    written = [write_image(result.warped, out / "warped.nii.gz")]
-    written.append(save_displacement_nifti(result.displacement, result.grid, out / "displacement.nii.gz"))
+    name = REGISTER_FILES
+    written = [write_image(result.warped, out / name["warped"])]
+    written.append(save_displacement_nifti(result.displacement, result.grid, out / name["displacement"]))
     itk_field = displacement_to_sitk(result.displacement, result.grid)
-    with atomic_path(out / "displacement_itk.nii.gz") as tmp:
+    with atomic_path(out / name["displacement_itk"]) as tmp:
         sitk.WriteImage(itk_field, str(tmp), True)
-    written.append(out / "displacement_itk.nii.gz")
-    written.append(write_image(result.jacobian, out / "jacobian.nii.gz"))
+    written.append(out / name["displacement_itk"])
+    written.append(write_image(result.jacobian, out / name["jacobian"]))
     if result.lambda_map is not None:
-        written.append(write_image(result.lambda_map, out / "lambda.nii.gz"))
+        written.append(write_image(result.lambda_map, out / name["lambda"]))
     if result.labels_on_moving is not None:
-        written.append(write_image(result.labels_on_moving, out / "labels.nii.gz"))
+        written.append(write_image(result.labels_on_moving, out / name["labels"]))
     summary = dict(result.summary)
     summary["inputs"] = inputs
-    summary["outputs"] = sorted(p.name for p in written) + ["summary.json"]
-    write_summary(out / "summary.json", summary, device=str(summary.get("device", "cpu")))
-    written.append(out / "summary.json")
+    summary["outputs"] = sorted(p.name for p in written) + [name["summary"]]
+    write_summary(out / name["summary"], summary, device=str(summary.get("device", "cpu")))
+    written.append(out / name["summary"])
     return written
 
 

@@ -44,7 +44,7 @@ from ..conditions.space import condition_weights, gaussian_weights, normalised_c
 from ..errors import DiffDefInputError
 from ..spatial import integrate_velocity, resample_displacement, warp_image, warp_labels
 from .data import FieldSet
-from .stages import StageSettings, assemble_network, condition_arrays, load_draft, run_stage, save_draft, _stage_record
+from .stages import StageSettings, assemble_network, condition_arrays, load_draft, run_stage, save_draft, stage_record
 from .ddp import cleanup, init_distributed
 
 
@@ -230,7 +230,7 @@ def train_morphology(
         if context.is_main:
             card = load_draft(settings.work_dir)
             card.training.setdefault("stages", {})["mp"] = {
-                **_stage_record(result, settings),
+                **stage_record(result, settings),
                 "neighbours": mp.neighbours,
                 "sigma": mp.sigma,
                 "smoothness": mp.smoothness,

@@ -300,7 +300,7 @@ class Baseline:
         return trend_velocity(self.trend, self.names, self.mean, self.maps, self.values[index], self.present[index])
 
 
-def _pad_fields(x: torch.Tensor, factor: int) -> torch.Tensor:
+def pad_fields(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Pad fields to a multiple of the autoencoder factor (edge values), as :meth:`Generator.decode` crops back."""
     shape = x.shape[2:]
     pad: list[int] = []
@@ -342,21 +342,22 @@ def train_autoencoder(fields: FieldSet, settings: StageSettings, card: ModelCard
 
         def make_batch(step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
             index = torch.randint(0, len(data), (settings.batch_size,), generator=generator)
-            x = _pad_fields((data[index].float() - baseline(index)) / scale, factor)
+            x = pad_fields((data[index].float() - baseline(index)) / scale, factor)
             noise = torch.randn((settings.batch_size, *latent_shape), generator=generator)
             return {"fields": x, "noise": noise}
 
         result = run_stage("autoencoder", objective, make_batch, settings, context)
         if context.is_main:
             card = load_draft(settings.work_dir)
-            card.training.setdefault("stages", {})["autoencoder"] = _stage_record(result, settings)
+            card.training.setdefault("stages", {})["autoencoder"] = stage_record(result, settings)
             save_draft(card, settings.work_dir)
         return result
     finally:
         cleanup(context)
 
 
-def _stage_record(result: dict[str, Any], settings: StageSettings) -> dict[str, Any]:
+def stage_record(result: dict[str, Any], settings: StageSettings) -> dict[str, Any]:
+    """The card entry of a finished stage: steps, batch size, learning rate and the last logged losses."""
     last = result["losses"][-1] if result["losses"] else {}
     return {"steps": result["step"], "batch_size": settings.batch_size, "learning_rate": settings.learning_rate, "final_losses": last}
 
@@ -384,7 +385,7 @@ def encode_fields(autoencoder: Any, fields: FieldSet, card: ModelCard, baseline:
     for i in range(0, len(fields), batch):
         index = torch.arange(i, min(i + batch, len(fields)))
         x = (torch.from_numpy(fields.velocities[i : i + batch]).float() - baseline(index)) / float(card.velocity_scale)
-        mu, _ = autoencoder.encode(_pad_fields(x, factor))
+        mu, _ = autoencoder.encode(pad_fields(x, factor))
         out.append(mu)
     return torch.cat(out)
 
@@ -448,7 +449,7 @@ def train_diffusion(fields: FieldSet, settings: StageSettings) -> dict[str, Any]
         if context.is_main:
             card = load_draft(settings.work_dir)
             card.training.setdefault("stages", {})["diffusion"] = {
-                **_stage_record(result, settings),
+                **stage_record(result, settings),
                 "condition_dropout": settings.condition_dropout,
                 "all_dropout": settings.all_dropout,
             }
