@@ -48,6 +48,8 @@ def test_recovers_a_known_deformation(known_pair):
     size = np.linalg.norm(truth, axis=0)[brain].mean()
     error = np.linalg.norm(result.displacement - truth, axis=0)[brain].mean()
     assert size > 1.5
+    # 0.95: the network alone must remove a part of the deformation that no smoothing error explains. The bundled
+    # model leaves 2.63 / 3.37 = 0.78 of it (see the docstring); an untrained network (zero field) leaves 1.0.
     assert error < 0.95 * size
     before = dice_per_label(np.asarray(moving_labels.array), np.asarray(template.labels.array))["mean"]
     after = result.summary["dice"]["registered"]["mean"]
@@ -106,7 +108,7 @@ def test_skull_outside_the_mask_changes_little(known_pair):
     skull[shell] = 1.0
     with_skull = register_to_atlas(Volume(skull, moving.affine), template.t1, affine=False, device="cpu")
     change = np.linalg.norm(with_skull.displacement - result.displacement, axis=0)[brain].mean()
-    assert change < 1.0
+    assert change < 1.0  # 1 mm: half a voxel of the 2 mm working grid, below what a user can see in the atlas
 
 
 def test_progress_and_cancel():

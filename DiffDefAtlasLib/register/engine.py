@@ -271,6 +271,168 @@ def _atlas_brain_mask(atlas: Volume, atlas_mask: Volume | None, fixed_w: torch.T
     return None, "image"
 
 
+@dataclass
+class WorkingGridResult:
+    """The network's stage on the working grid: its inputs, the velocity (refined when asked), λ, the displacement
+    and the refinement losses."""
+
+    fixed_in: torch.Tensor
+    moving_in: torch.Tensor
+    velocity: torch.Tensor
+    lam: torch.Tensor
+    displacement: torch.Tensor
+    refine_losses: list[float]
+
+
+@dataclass
+class AtlasGridResult:
+    """The total map on the atlas grid (affine included), the warped scan, det J and the similarity figures."""
+
+    total: torch.Tensor
+    warped: torch.Tensor
+    jacobian: torch.Tensor
+    jacobian_summary: dict
+    similarity: dict[str, float]
+    warped_working: torch.Tensor
+
+
+def network_inputs(moving_t: torch.Tensor, moving: Volume, alignment: Alignment, wgrid: Grid, fixed_w: torch.Tensor, mask_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scan on the working grid through the affine (a full head stripped by its brain), and the pair as the
+    network sees it (:func:`prepare_network_inputs`): ``(fixed_in, moving_in)``."""
+    device = moving_t.device
+    moving_w = resample_image(moving_t, moving.grid, wgrid, alignment.matrix)
+    if alignment.brain_mask is not None:  # a full-head scan stripped by its own extracted brain
+        stripped = moving_t * torch.as_tensor(np.asarray(alignment.brain_mask.array, dtype=np.float32), device=device)[None, None]
+        moving_w = resample_image(stripped, moving.grid, wgrid, alignment.matrix)
+    elif alignment.has_skull:
+        moving_w = moving_w * dilate(mask_w, 1)  # a full-head scan: the atlas brain carried by the affine strips it
+    return prepare_network_inputs(fixed_w, moving_w, mask_w, wgrid)
+
+
+def predict_on_working_grid(
+    network: RegistrationNetwork, fixed_in: torch.Tensor, moving_in: torch.Tensor, mask_w: torch.Tensor, wgrid: Grid, refine: int,
+    report: Callable[[float, str], None], timings: dict[str, float],
+) -> WorkingGridResult:
+    """The network's velocity and λ, ``refine`` Adam steps on the velocity when asked, and the displacement."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        displacement_w, velocity, lam = network.predict_displacement(moving_in, fixed_in, wgrid)
+    if fixed_in.device.type == "cuda":
+        torch.cuda.synchronize(fixed_in.device)
+    timings["deformable_s"] = time.perf_counter() - t0
+    history: list[float] = []
+    if refine > 0:
+        t0 = time.perf_counter()
+        every = max(1, refine // 20)
+
+        def on_step(step: int, loss: float) -> None:
+            if step % every == 0 or step == refine - 1:
+                report(0.4 + 0.4 * (step + 1) / refine, f"refinement step {step + 1}/{refine}")
+
+        velocity, history = refine_velocity(network, velocity, lam, moving_in, fixed_in, mask_w, wgrid, steps=refine, step_callback=on_step)
+        with torch.no_grad():
+            displacement_w = network.integrate(velocity, wgrid)
+        timings["refine_s"] = time.perf_counter() - t0
+    return WorkingGridResult(fixed_in, moving_in, velocity, lam, displacement_w, history)
+
+
+@torch.no_grad()
+def compose_on_atlas_grid(
+    stage: WorkingGridResult, moving_t: torch.Tensor, moving: Volume, atlas: Volume, atlas_mask: Volume | None, matrix: np.ndarray,
+    wgrid: Grid, mask_w: torch.Tensor, timings: dict[str, float],
+) -> AtlasGridResult:
+    """``d(x) = A(x + u(x)) - x`` on the atlas grid, the full-resolution scan warped by it, det J, and the brain
+    similarity figures on both grids."""
+    t0 = time.perf_counter()
+    device = moving_t.device
+    warped_w = warp_image(stage.moving_in, stage.displacement, wgrid)
+    lncc_w = -float(masked_lncc(warped_w, stage.fixed_in, mask_w))
+    ncc_affine_w = brain_ncc(stage.moving_in, stage.fixed_in, mask_w)
+    ncc_w = brain_ncc(warped_w, stage.fixed_in, mask_w)
+    grid = atlas.grid
+    deformable = stage.displacement if grid == wgrid else resample_displacement(stage.displacement, wgrid, grid)
+    total = compose_with_affine(matrix, deformable, grid)
+    warped = warp_image(moving_t, total, grid, moving.grid)
+    jacobian = jacobian_determinant(total, grid)
+    atlas_t = to_tensor(atlas, device)
+    if atlas_mask is not None:
+        mask = (resample(atlas_mask, grid, labels=True, device=device) > 0).float()
+    elif grid == wgrid:
+        mask = mask_w
+    else:
+        mask = brain_mask_from_image(atlas_t)
+    similarity = {
+        "ncc_brain": brain_ncc(warped, atlas_t, mask),
+        "ncc_brain_working_grid": ncc_w,
+        "ncc_brain_affine_only_working_grid": ncc_affine_w,
+        "lncc_squared_brain_working_grid": lncc_w,
+    }
+    jac_summary = jacobian_summary(jacobian, grid, mask[:, 0])
+    jac_summary["folding_ratio_nonpositive_all_voxels"] = float((jacobian <= 0).float().mean())
+    timings["resample_s"] = time.perf_counter() - t0
+    return AtlasGridResult(total, warped, jacobian, jac_summary, similarity, warped_w)
+
+
+@torch.no_grad()
+def carry_labels(
+    network: RegistrationNetwork, stage: WorkingGridResult, composed: AtlasGridResult, matrix: np.ndarray, moving: Volume, atlas: Volume,
+    atlas_labels: Volume, moving_labels: Volume | None, wgrid: Grid, device: torch.device, timings: dict[str, float],
+) -> tuple[Volume, dict | None]:
+    """The atlas labels on the scan through the exact inverse ``exp(-v)`` and ``A⁻¹``; with the scan's own labels,
+    Dice per label after registration and after the affine alone (on the atlas grid)."""
+    t0 = time.perf_counter()
+    grid = atlas.grid
+    inverse_w = network.integrate(-stage.velocity, wgrid)
+    to_atlas = affine_displacement(np.linalg.inv(matrix), moving.grid, device=device)  # A^-1 y - y
+    inverse_at = warp_image(inverse_w, to_atlas, moving.grid, wgrid, padding="border")
+    labels_t = torch.as_tensor(_label_volume(atlas_labels).array, device=device)[None, None]
+    carried = warp_labels(labels_t, to_atlas + inverse_at, moving.grid, atlas_labels.grid)
+    labels_on_moving = Volume(carried[0, 0].cpu().numpy().astype(np.int32), moving.affine)
+    timings["labels_s"] = time.perf_counter() - t0
+    if moving_labels is None:
+        return labels_on_moving, None
+    moving_t = torch.as_tensor(_label_volume(moving_labels).array, device=device)[None, None]
+    atlas_on_grid = atlas_labels.array if atlas_labels.grid == grid else resample(atlas_labels, grid, labels=True)[0, 0].numpy()
+    warped_labels = warp_labels(moving_t, composed.total, grid, moving_labels.grid)[0, 0].cpu().numpy()
+    affine_only = warp_labels(moving_t, affine_displacement(matrix, grid, device=device), grid, moving_labels.grid)[0, 0].cpu().numpy()
+    dice = {
+        "registered": dice_per_label(warped_labels, np.asarray(atlas_on_grid)),
+        "affine_only": dice_per_label(affine_only, np.asarray(atlas_on_grid)),
+    }
+    return labels_on_moving, dice
+
+
+def registration_summary(
+    stage: WorkingGridResult, composed: AtlasGridResult, dice: dict | None, alignment: Alignment, wgrid: Grid, mask_w: torch.Tensor,
+    refine: int, device: torch.device, timings: dict[str, float],
+) -> dict:
+    """``summary.json`` of a registration, with the figures its quality check reads (``_quality_figures``)."""
+    jac_summary, lam, history = composed.jacobian_summary, stage.lam, stage.refine_losses
+    summary = {
+        "device": describe_device(device),
+        "spatial_dims": wgrid.spatial_dims,
+        "working_grid": {"shape": list(wgrid.shape), "spacing_mm": list(wgrid.spacing)},
+        "affine_matrix_ras": np.asarray(alignment.matrix).tolist(),
+        "refine_steps": int(refine),
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "similarity": composed.similarity,
+        "jacobian": jac_summary,
+        "folding_ratio": jac_summary["folding_ratio_nonpositive"],
+        "log_detj_std_brain": jac_summary["log_detj_std"],
+        "lambda": {"min": float(lam.min()), "mean": float(lam.mean()), "max": float(lam.max())},
+    }
+    if history:
+        summary["refine_loss"] = {"first": history[0], "last": history[-1]}
+    if dice is not None:
+        summary["dice"] = dice
+    summary["_quality_figures"] = {
+        "affine_ncc": composed.similarity["ncc_brain_affine_only_working_grid"], "ncc": composed.similarity["ncc_brain"],
+        "folding": jac_summary["folding_ratio_nonpositive"],
+        **brain_overlap(composed.warped_working, mask_w, own_brain=not alignment.has_skull or alignment.brain_mask is not None),
+    }
+    return summary
+
+
 def _deformable(
     network: RegistrationNetwork,
     moving: Volume,
@@ -288,117 +450,29 @@ def _deformable(
     timings: dict[str, float],
     start: float,
 ) -> RegistrationResult:
+    """The stages after the affine, on one device: network (and refinement), composition on the atlas grid, labels."""
     t0 = time.perf_counter()
-    matrix = alignment.matrix
     moving_t = to_tensor(moving, device)  # converted once: the working-grid input and the full-resolution warp share it
-    moving_w = resample_image(moving_t, moving.grid, wgrid, matrix)
-    if alignment.brain_mask is not None:  # a full-head scan stripped by its own extracted brain
-        stripped = moving_t * torch.as_tensor(np.asarray(alignment.brain_mask.array, dtype=np.float32), device=device)[None, None]
-        moving_w = resample_image(stripped, moving.grid, wgrid, matrix)
-    elif alignment.has_skull:
-        moving_w = moving_w * dilate(mask_w, 1)  # a full-head scan: the atlas brain carried by the affine strips it
-    fixed_in, moving_in = prepare_network_inputs(fixed_w, moving_w, mask_w, wgrid)
-    with torch.no_grad():
-        displacement_w, velocity, lam = network.predict_displacement(moving_in, fixed_in, wgrid)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    timings["deformable_s"] = time.perf_counter() - t0
-
-    history: list[float] = []
-    if refine > 0:
-        t0 = time.perf_counter()
-        every = max(1, refine // 20)
-
-        def on_step(step: int, loss: float) -> None:
-            if step % every == 0 or step == refine - 1:
-                report(0.4 + 0.4 * (step + 1) / refine, f"refinement step {step + 1}/{refine}")
-
-        velocity, history = refine_velocity(network, velocity, lam, moving_in, fixed_in, mask_w, wgrid, steps=refine, step_callback=on_step)
-        with torch.no_grad():
-            displacement_w = network.integrate(velocity, wgrid)
-        timings["refine_s"] = time.perf_counter() - t0
-
+    fixed_in, moving_in = network_inputs(moving_t, moving, alignment, wgrid, fixed_w, mask_w)
+    inputs_s = time.perf_counter() - t0
+    stage = predict_on_working_grid(network, fixed_in, moving_in, mask_w, wgrid, refine, report, timings)
+    timings["deformable_s"] += inputs_s  # the deformable stage as before: the scan's way onto the working grid too
     report(0.85, "resampling the scan into atlas space")
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        warped_w = warp_image(moving_in, displacement_w, wgrid)
-        lncc_w = -float(masked_lncc(warped_w, fixed_in, mask_w))
-        ncc_affine_w = brain_ncc(moving_in, fixed_in, mask_w)
-        ncc_w = brain_ncc(warped_w, fixed_in, mask_w)
-        grid = atlas.grid
-        deformable = displacement_w if grid == wgrid else resample_displacement(displacement_w, wgrid, grid)
-        total = compose_with_affine(matrix, deformable, grid)
-        warped = warp_image(moving_t, total, grid, moving.grid)
-        jacobian = jacobian_determinant(total, grid)
-        atlas_t = to_tensor(atlas, device)
-        if atlas_mask is not None:
-            mask = (resample(atlas_mask, grid, labels=True, device=device) > 0).float()
-        elif grid == wgrid:
-            mask = mask_w
-        else:
-            mask = brain_mask_from_image(atlas_t)
-        ncc = brain_ncc(warped, atlas_t, mask)
-        jac_summary = jacobian_summary(jacobian, grid, mask[:, 0])
-        jac_summary["folding_ratio_nonpositive_all_voxels"] = float((jacobian <= 0).float().mean())
-        timings["resample_s"] = time.perf_counter() - t0
-
-        labels_on_moving = None
-        dice = None
-        if atlas_labels is not None:
-            report(0.9, "carrying atlas labels onto the scan")
-            t0 = time.perf_counter()
-            inverse_w = network.integrate(-velocity, wgrid)
-            to_atlas = affine_displacement(np.linalg.inv(matrix), moving.grid, device=device)  # A^-1 y - y
-            inverse_at = warp_image(inverse_w, to_atlas, moving.grid, wgrid, padding="border")
-            labels_t = torch.as_tensor(_label_volume(atlas_labels).array, device=device)[None, None]
-            carried = warp_labels(labels_t, to_atlas + inverse_at, moving.grid, atlas_labels.grid)
-            labels_on_moving = Volume(carried[0, 0].cpu().numpy().astype(np.int32), moving.affine)
-            timings["labels_s"] = time.perf_counter() - t0
-            if moving_labels is not None:
-                moving_t = torch.as_tensor(_label_volume(moving_labels).array, device=device)[None, None]
-                atlas_on_grid = atlas_labels.array if atlas_labels.grid == grid else resample(atlas_labels, grid, labels=True)[0, 0].numpy()
-                warped_labels = warp_labels(moving_t, total, grid, moving_labels.grid)[0, 0].cpu().numpy()
-                affine_only = warp_labels(moving_t, affine_displacement(matrix, grid, device=device), grid, moving_labels.grid)[0, 0].cpu().numpy()
-                dice = {
-                    "registered": dice_per_label(warped_labels, np.asarray(atlas_on_grid)),
-                    "affine_only": dice_per_label(affine_only, np.asarray(atlas_on_grid)),
-                }
-
-    lam_volume = Volume(upsample_field(lam, network.config.downsample)[0, 0].cpu().numpy().astype(np.float32), wgrid.affine)
+    composed = compose_on_atlas_grid(stage, moving_t, moving, atlas, atlas_mask, alignment.matrix, wgrid, mask_w, timings)
+    labels_on_moving, dice = None, None
+    if atlas_labels is not None:
+        report(0.9, "carrying atlas labels onto the scan")
+        labels_on_moving, dice = carry_labels(network, stage, composed, alignment.matrix, moving, atlas, atlas_labels, moving_labels, wgrid, device, timings)
+    lam_volume = Volume(upsample_field(stage.lam, network.config.downsample)[0, 0].cpu().numpy().astype(np.float32), wgrid.affine)
     timings["total_s"] = time.perf_counter() - start
-    summary = {
-        "device": describe_device(device),
-        "spatial_dims": wgrid.spatial_dims,
-        "working_grid": {"shape": list(wgrid.shape), "spacing_mm": list(wgrid.spacing)},
-        "affine_matrix_ras": np.asarray(matrix).tolist(),
-        "refine_steps": int(refine),
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
-        "similarity": {
-            "ncc_brain": ncc,
-            "ncc_brain_working_grid": ncc_w,
-            "ncc_brain_affine_only_working_grid": ncc_affine_w,
-            "lncc_squared_brain_working_grid": lncc_w,
-        },
-        "jacobian": jac_summary,
-        "folding_ratio": jac_summary["folding_ratio_nonpositive"],
-        "log_detj_std_brain": jac_summary["log_detj_std"],
-        "lambda": {"min": float(lam.min()), "mean": float(lam.mean()), "max": float(lam.max())},
-    }
-    if history:
-        summary["refine_loss"] = {"first": history[0], "last": history[-1]}
-    if dice is not None:
-        summary["dice"] = dice
-    summary["_quality_figures"] = {
-        "affine_ncc": ncc_affine_w, "ncc": ncc, "folding": jac_summary["folding_ratio_nonpositive"],
-        **brain_overlap(warped_w, mask_w, own_brain=not alignment.has_skull or alignment.brain_mask is not None),
-    }
+    summary = registration_summary(stage, composed, dice, alignment, wgrid, mask_w, refine, device, timings)
     return RegistrationResult(
-        warped=Volume(warped[0, 0].cpu().numpy().astype(np.float32), atlas.affine),
-        displacement=total[0].cpu().numpy().astype(np.float32),
-        grid=grid,
-        jacobian=Volume(jacobian[0].cpu().numpy().astype(np.float32), atlas.affine),
+        warped=Volume(composed.warped[0, 0].cpu().numpy().astype(np.float32), atlas.affine),
+        displacement=composed.total[0].cpu().numpy().astype(np.float32),
+        grid=atlas.grid,
+        jacobian=Volume(composed.jacobian[0].cpu().numpy().astype(np.float32), atlas.affine),
         labels_on_moving=labels_on_moving,
         summary=summary,
         lambda_map=lam_volume,
-        affine=np.asarray(matrix),
+        affine=np.asarray(alignment.matrix),
     )
