@@ -34,8 +34,6 @@ README_FILE = ROOT / "README.md"
 TESTING_DIR = ROOT / "Testing"
 #: The one project address used by the module, CMake, .s4ext, .json and the docs.
 PROJECT_URL = "https://github.com/diffdefatlas/SlicerDiffDefAtlas"
-#: The main file holds the Module, Widget, Logic and Test entry points only; helpers live in DiffDefAtlasModuleLib.
-MAIN_FILE_MAX_LINES = 750
 
 #: Widget class implied by the end of a ``self.ui`` name (longest suffix first). Names must follow it.
 SUFFIX_CLASSES = [
@@ -314,14 +312,14 @@ def test_module_compiles_and_defines_the_slicer_classes():
     assert "tryWithErrorDisplay" in source
 
 
-def test_main_file_is_thin_and_helpers_are_one_class_per_file():
-    """Reference: the files (ast). The main file defines only the four entry points (and no numpy work outside the
-    self-test); each DiffDefAtlasModuleLib file defines exactly one class, named after the file."""
+def test_main_file_holds_the_entry_points_and_no_computation():
+    """Reference: the files (ast). The main file defines only the four entry points, and no module class outside the
+    self-test imports numpy: computations belong in DiffDefAtlasLib (the module stays glue). The layout of the
+    helper files is free; the import contracts in pyproject.toml guard the library's structure."""
     tree = _module_tree()
     classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
     assert classes == {"DiffDefAtlas", "DiffDefAtlasWidget", "DiffDefAtlasLogic", "DiffDefAtlasTest"}
     assert not [n.name for n in tree.body if isinstance(n, ast.FunctionDef)], "helper functions belong in DiffDefAtlasModuleLib"
-    assert len(MODULE_FILE.read_text(encoding="utf-8").splitlines()) <= MAIN_FILE_MAX_LINES
     for path in _module_files():
         body = _tree(path)
         for cls in [n for n in body.body if isinstance(n, ast.ClassDef) and n.name != "DiffDefAtlasTest"]:
@@ -329,14 +327,6 @@ def test_main_file_is_thin_and_helpers_are_one_class_per_file():
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
                     names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
                     assert "numpy" not in names, f"{path.name}: {cls.name} imports numpy; computations belong in DiffDefAtlasLib"
-        if path.parent != MODULE_LIB_DIR or path.name == "__init__.py":
-            continue
-        defined = [n.name for n in body.body if isinstance(n, ast.ClassDef)]
-        if path.name == "LibraryPath.py":  # runs before the library is importable: two functions, no class
-            assert defined == [] and {"findLibraryParent", "addLibraryToPath"} <= {
-                n.name for n in body.body if isinstance(n, ast.FunctionDef)}
-            continue
-        assert defined == [path.stem], f"{path.name} must define exactly one class, {path.stem}, found {defined}"
 
 
 def test_module_lib_package_imports_before_the_library_is_on_the_path():
