@@ -68,6 +68,27 @@ class AtlasResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class OutputField:
+    """The generated map on the output grid: displacement ``(1, ndim, *shape)`` and det J ``(1, *shape)``, with det J
+    on the working grid and its folding ratios (the figures the summary reports)."""
+
+    displacement: torch.Tensor
+    jacobian: torch.Tensor
+    jacobian_working: torch.Tensor
+    folding_ratios: dict[str, float]
+
+
+@dataclass
+class WarpedTemplate:
+    """The template image and labels warped into the atlas, the folding mask (uint8) and the label names."""
+
+    atlas: np.ndarray
+    labels: np.ndarray
+    folding: np.ndarray
+    label_names: dict[int, str]
+
+
 @dataclass(frozen=True)
 class TemplateImages:
     """What a model warps: intensity image, label map (and label names) on the model's output grid."""
@@ -265,21 +286,49 @@ class Generator:
         timings["decoding_s"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
+        field = self.output_field(velocity)
+        timings["integration_s"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        warped = self.warp_template(field)
+        timings["warping_s"] = time.perf_counter() - mark
+        timings["total_s"] = time.perf_counter() - start
+
+        settings = {"seed": int(seed), "steps": steps, "guidance": guidance, "temperature": temperature}
+        summary = self.atlas_summary(resolved, settings, field, warped, timings)
+        grid = self.output_grid
+        return AtlasResult(
+            atlas=Volume(warped.atlas.astype(np.float32), grid.affine),
+            labels=Volume(warped.labels.astype(np.uint8), grid.affine),
+            displacement=field.displacement[0].cpu().numpy().astype(np.float32),
+            grid=grid,
+            jacobian=Volume(field.jacobian[0].float().cpu().numpy(), grid.affine),
+            folding=Volume(warped.folding, grid.affine),
+            velocity=velocity[0].float().cpu().numpy(),
+            velocity_grid=self.velocity_grid,
+            summary=summary,
+        )
+
+    def output_field(self, velocity: torch.Tensor) -> OutputField:
+        """Integrate ``velocity`` on the working grid and resample the displacement and det J to the output grid.
+
+        det J is computed on the working grid, where the field is integrated; the output grid gets it by linear
+        resampling (the output displacement is itself the linear resampling of the working one).
+        """
         u_work = self.velocity_to_displacement(velocity, self.working_grid)
         check_finite_field(u_work, f"model '{self.name}': the generated displacement field")
-        # det J on the working grid, where the field is integrated; the output grid gets it by linear resampling
-        # (the output displacement is itself the linear resampling of u_work).
         jac_work = jacobian_determinant(u_work, self.working_grid)
-        ratios = folding_ratio(jac_work)
         grid = self.output_grid
         if grid == self.working_grid:
             u, jac = u_work, jac_work
         else:
             u = resample_displacement(u_work, self.working_grid, grid)
             jac = resample_displacement(jac_work[:, None], self.working_grid, grid)[:, 0]
-        timings["integration_s"] = time.perf_counter() - mark
+        return OutputField(u.float(), jac, jac_work, folding_ratio(jac_work))
 
-        mark = time.perf_counter()
+    def warp_template(self, field: OutputField) -> WarpedTemplate:
+        """The model's template image and labels warped by the output displacement, and the folding mask."""
+        grid = self.output_grid
         images = template_images(self.card)
         if images.image.grid != grid:
             entry = self.card.template or {}
@@ -289,52 +338,42 @@ class Generator:
                 f"{source}: template is {found.spatial_dims}D {'x'.join(map(str, found.shape))} but model '{self.name}' "
                 f"is {self.card.spatial_dims}D on a {'x'.join(map(str, grid.shape))} grid"
             )
-        u_cpu = u.float()
-        image = torch.from_numpy(np.array(images.image.array, dtype=np.float32))[None, None].to(u_cpu.device)
-        labels = torch.from_numpy(np.array(images.labels.array, dtype=np.uint8))[None, None].to(u_cpu.device)
-        atlas = warp_image(image, u_cpu, grid)[0, 0].cpu().numpy()
-        atlas_labels = warp_labels(labels, u_cpu, grid)[0, 0].cpu().numpy()
-        folding = folding_mask(jac[0]).to(torch.uint8).cpu().numpy()
-        jac_np = jac[0].float().cpu().numpy()
-        timings["warping_s"] = time.perf_counter() - mark
-        timings["total_s"] = time.perf_counter() - start
+        u = field.displacement
+        image = torch.from_numpy(np.array(images.image.array, dtype=np.float32))[None, None].to(u.device)
+        labels = torch.from_numpy(np.array(images.labels.array, dtype=np.uint8))[None, None].to(u.device)
+        return WarpedTemplate(
+            atlas=warp_image(image, u, grid)[0, 0].cpu().numpy(),
+            labels=warp_labels(labels, u, grid)[0, 0].cpu().numpy(),
+            folding=folding_mask(field.jacobian[0]).to(torch.uint8).cpu().numpy(),
+            label_names=dict(images.label_names),
+        )
 
-        displacement = u_cpu[0].cpu().numpy().astype(np.float32)
-        norm = vector_length(u_cpu[0].float())
+    def atlas_summary(self, resolved: dict, settings: dict[str, Any], field: OutputField, warped: WarpedTemplate, timings: dict[str, float]) -> dict[str, Any]:
+        """``summary.json`` of one atlas: model, conditions, sampling settings, device, grid, timings, folding,
+        displacement size and the label volumes (mL; mm^2 in 2D)."""
+        grid = self.output_grid
+        norm = vector_length(field.displacement[0].float())
         summary: dict[str, Any] = {
             "model": self.name,
             "conditions": resolved,
             "unset_conditions": [n for n in self.card.condition_names if n not in resolved],
-            "seed": int(seed),
-            "steps": steps,
-            "guidance": guidance,
-            "temperature": temperature,
+            **settings,
             "device": str(self.device),
             "grid_shape": list(grid.shape),
             "spacing_mm": list(grid.spacing),
             "timings_s": {k: round(v, 4) for k, v in timings.items()},
-            "folding_ratio_nonpositive": ratios["nonpositive"],
-            "folding_ratio_negative": ratios["negative"],
+            "folding_ratio_nonpositive": field.folding_ratios["nonpositive"],
+            "folding_ratio_negative": field.folding_ratios["negative"],
             "folding_ratio_grid": "working",
-            "detj_min": float(jac_work.min()),
-            "detj_max": float(jac_work.max()),
+            "detj_min": float(field.jacobian_working.min()),
+            "detj_max": float(field.jacobian_working.max()),
             "displacement_mean_norm_mm": float(norm.mean()),
             "displacement_max_norm_mm": float(norm.max()),
         }
-        volumes = label_volumes(atlas_labels, grid, images.label_names, decimals=4)
+        volumes = label_volumes(warped.labels, grid, warped.label_names, decimals=4)
         if volumes:
             summary["volumes_ml" if grid.spatial_dims == 3 else "areas_mm2"] = volumes
-        return AtlasResult(
-            atlas=Volume(atlas.astype(np.float32), grid.affine),
-            labels=Volume(atlas_labels.astype(np.uint8), grid.affine),
-            displacement=displacement,
-            grid=grid,
-            jacobian=Volume(jac_np, grid.affine),
-            folding=Volume(folding, grid.affine),
-            velocity=velocity[0].float().cpu().numpy(),
-            velocity_grid=self.velocity_grid,
-            summary=summary,
-        )
+        return summary
 
     @torch.no_grad()
     def variability(
