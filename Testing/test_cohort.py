@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from DiffDefAtlasLib.data.cohort import Cohort, Subject, parse_cohort, read_cohort, stats_path_for, write_cohort
-from DiffDefAtlasLib.data.conditions import ConditionSpec, ConditionStats, KNOWN_CONDITIONS
+from DiffDefAtlasLib.conditions.columns import ColumnSpec, ConditionStats, KNOWN_CONDITIONS
 from DiffDefAtlasLib.errors import DiffDefInputError
 
 
@@ -154,7 +154,7 @@ def test_declared_and_ignored_columns(folder):
     np.testing.assert_array_equal(cohort.condition_matrix()[:, 0], [3.5, 4.0])
     with pytest.raises(DiffDefInputError, match="kind must be"):
         read_cohort(_write(folder, text), extra_conditions={"score": "text"}, ignore_columns=["site"])
-    spec = ConditionSpec("scanner", "categorical", categories={"1.5T": 0.0, "3T": 1.0})
+    spec = ColumnSpec("scanner", "categorical", categories={"1.5T": 0.0, "3T": 1.0})
     text = "subject_id,image,scanner\na,img/a.nii.gz,3T\n"
     assert read_cohort(_write(folder, text), extra_conditions={"scanner": spec})["a"].conditions["scanner"] == 1.0
 

@@ -2,7 +2,8 @@
 
 Modules (import them directly; this package only re-exports the light, most used names):
 
-- :mod:`.conditions`: condition types (age, sex, volumes...) and :class:`ConditionStats` (normalisation, ranges);
+- the cohort's condition columns (age, sex, volumes...) and :class:`ConditionStats` (normalisation, ranges) live in
+  :mod:`DiffDefAtlasLib.conditions.columns`, re-exported here;
 - :mod:`.cohort`: cohort CSV tables (:func:`read_cohort`, :func:`write_cohort`);
 - :mod:`.preprocess`: one scan onto the working grid (reorient, N4, MI affine, skull stripping, normalisation);
 - :mod:`.prepare`: a whole cohort with a cache and a failure report (:func:`~.prepare.prepare_cohort`);
@@ -13,8 +14,8 @@ Modules (import them directly; this package only re-exports the light, most used
 - :mod:`.oasis`, :mod:`.ixi`, :mod:`.label_datasets`: adapters for the shared data (``../shared/data``).
 """
 
+from ..conditions.columns import KNOWN_CONDITIONS, ColumnSpec, ConditionStats
 from .cohort import Cohort, Subject, read_cohort, stats_path_for, write_cohort
-from .conditions import KNOWN_CONDITIONS, ConditionSpec, ConditionStats
 from .labelmaps import CONVENTIONS, has_ventricles, merge_ventricles_into_csf, to_diffdef_labels
 from .measure import propagated_volumes, tissue_volumes
 from .synthesis import synthesise_image
@@ -22,7 +23,7 @@ from .synthesis import synthesise_image
 __all__ = [
     "CONVENTIONS",
     "Cohort",
-    "ConditionSpec",
+    "ColumnSpec",
     "ConditionStats",
     "KNOWN_CONDITIONS",
     "Subject",

@@ -7,7 +7,7 @@ Format (UTF-8 CSV with a header row)::
 
 - ``subject_id`` (required, unique) and ``image`` (required) are reserved; ``labels`` is optional (a cell may be empty).
 - Relative paths are relative to the CSV's folder.
-- Every other column is a condition and must be known (:data:`~DiffDefAtlasLib.data.conditions.KNOWN_CONDITIONS`),
+- Every other column is a condition and must be known (:data:`~DiffDefAtlasLib.conditions.columns.KNOWN_CONDITIONS`),
   declared through ``extra_conditions``, or listed in ``ignore_columns``. An empty cell is a missing value.
 - Normalisation statistics are written next to the table as ``<name>_condition_stats.json``.
 """
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from ..errors import DiffDefInputError
-from .conditions import ConditionSpec, ConditionStats, condition_spec
+from ..conditions.columns import ColumnSpec, ConditionStats, condition_spec
 
 RESERVED_COLUMNS = ("subject_id", "image", "labels")
 
@@ -52,7 +52,7 @@ class Cohort:
 
     subjects: list[Subject]
     condition_names: list[str]
-    specs: dict[str, ConditionSpec] = field(default_factory=dict)
+    specs: dict[str, ColumnSpec] = field(default_factory=dict)
     source: Path | None = None
 
     def __len__(self) -> int:
@@ -113,13 +113,13 @@ def _resolve(cell: str, base: Path, *, what: str, where: str, check: bool) -> Pa
 def read_cohort(
     csv_path: str | Path,
     *,
-    extra_conditions: Mapping[str, ConditionSpec | str] | None = None,
+    extra_conditions: Mapping[str, ColumnSpec | str] | None = None,
     ignore_columns: Iterable[str] = (),
     check_files: bool = True,
 ) -> Cohort:
     """Read and validate a cohort CSV; every problem raises :class:`DiffDefInputError` naming the file and row.
 
-    ``extra_conditions`` declares columns beyond the known ones (a :class:`ConditionSpec`, or ``"numeric"``);
+    ``extra_conditions`` declares columns beyond the known ones (a :class:`ColumnSpec`, or ``"numeric"``);
     ``ignore_columns`` lists columns to skip (e.g. ``site``).
 
     Example:
@@ -143,14 +143,14 @@ def parse_cohort(
     *,
     base_dir: str | Path = ".",
     name: str = "cohort",
-    extra_conditions: Mapping[str, ConditionSpec | str] | None = None,
+    extra_conditions: Mapping[str, ColumnSpec | str] | None = None,
     ignore_columns: Iterable[str] = (),
     check_files: bool = True,
     source: Path | None = None,
 ) -> Cohort:
     """Parse cohort CSV ``text`` (see :func:`read_cohort`); relative paths resolve against ``base_dir``."""
     base = Path(base_dir)
-    extra = {k: (v if isinstance(v, ConditionSpec) else ConditionSpec(k, str(v))) for k, v in (extra_conditions or {}).items()}
+    extra = {k: (v if isinstance(v, ColumnSpec) else ColumnSpec(k, str(v))) for k, v in (extra_conditions or {}).items()}
     for spec in extra.values():
         if spec.kind not in ("numeric", "categorical"):
             raise DiffDefInputError(f"declared condition '{spec.name}': kind must be 'numeric' or 'categorical', found {spec.kind!r}")

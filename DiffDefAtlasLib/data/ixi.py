@@ -19,7 +19,7 @@ from ..errors import DiffDefInputError
 from ..imageio import Volume, read_image
 from ..resources import shared_data_dir
 from .cohort import Cohort, Subject
-from .conditions import KNOWN_CONDITIONS
+from ..conditions.columns import KNOWN_CONDITIONS
 from .labelmaps import as_label_array
 from .measure import central_csf_volume, tissue_volumes
 

@@ -29,7 +29,7 @@ from ..errors import DiffDefInputError
 from ..imageio import Volume, write_image
 from ..resources import shared_data_dir
 from .cohort import Cohort, Subject, write_cohort
-from .conditions import KNOWN_CONDITIONS
+from ..conditions.columns import KNOWN_CONDITIONS
 
 VIEWS = {"axial": "a", "coronal": "c", "sagittal": "s"}
 CONDITIONS = ("age", "sex", "cdr", "mmse", "etiv", "nwbv")

@@ -31,7 +31,7 @@ from ..atomic import write_text_atomic
 from ..errors import DiffDefInputError
 from ..imageio import read_image, write_image
 from .cohort import Cohort, Subject, read_cohort, write_cohort
-from .conditions import ConditionSpec, condition_spec
+from ..conditions.columns import ColumnSpec, condition_spec
 from .measure import VOLUME_KEYS, propagated_volumes, tissue_volumes
 from .preprocess import PrepareSettings, PreparedSubject, preprocess_volume
 
@@ -172,7 +172,7 @@ def prepare_cohort(
     progress: bool = True,
     labels_convention: str = "auto",
     add_measured: Sequence[str] = (),
-    extra_conditions: Mapping[str, ConditionSpec | str] | None = None,
+    extra_conditions: Mapping[str, ColumnSpec | str] | None = None,
     ignore_columns: Iterable[str] = (),
     settings: PrepareSettings | None = None,
     on_progress: Callable[[float, str], None] | None = None,

@@ -380,7 +380,7 @@ def build_oasis_fields(cache_dir: str | Path | None = None, data_dir: str | Path
     bar = tqdm(total=len(ids), desc="OASIS fields", disable=not progress)
     velocities, losses = register_batch(template_tensor, load_slices(ids, data_dir), progress=bar.update)
     bar.close()
-    from ..data.conditions import KNOWN_CONDITIONS
+    from ..conditions.columns import KNOWN_CONDITIONS
 
     conditions = {name: np.array([KNOWN_CONDITIONS[name].parse(r[name], where=f"OASIS {r['subject_id']}") for r in rows]) for name in CONDITIONS}
     fields = OasisFieldSet(ids, velocities.numpy().astype(np.float32), grid.zoomed(VELOCITY_FACTOR), grid, conditions, np.array([split[s] for s in ids]), losses)

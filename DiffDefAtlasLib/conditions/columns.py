@@ -1,4 +1,7 @@
-"""Condition variables of a cohort (age, sex, volumes...): their types, parsing and normalisation statistics.
+"""Condition columns of a cohort table (age, sex, volumes...): their types, parsing and normalisation statistics.
+
+A :class:`ColumnSpec` says how a cohort column is read; a model card's :class:`~.spec.ConditionSpec` says what a
+trained generator accepts (its range comes from these columns' statistics).
 
 Every condition is stored as a float. Categorical conditions are coded as numbers (sex: F = 0, M = 1).
 A model is trained on normalised conditions; :class:`ConditionStats` keeps the mean, standard deviation and
@@ -20,14 +23,14 @@ from ..errors import DiffDefInputError
 
 
 @dataclass(frozen=True)
-class ConditionSpec:
+class ColumnSpec:
     """How one condition column is read and checked.
 
     ``kind`` is ``"numeric"`` or ``"categorical"``; a categorical column maps its text values (case-insensitive)
     to numbers through ``categories``. ``valid_range`` rejects impossible values (e.g. an age of 250).
 
     Example:
-        >>> ConditionSpec("age", "numeric", "years", (0.0, 120.0)).parse("71.5", where="row 2")
+        >>> ColumnSpec("age", "numeric", "years", (0.0, 120.0)).parse("71.5", where="row 2")
         71.5
     """
 
@@ -78,32 +81,32 @@ class ConditionSpec:
 
 _SEX = {"F": 0.0, "M": 1.0, "female": 0.0, "male": 1.0}
 
-KNOWN_CONDITIONS: dict[str, ConditionSpec] = {
+KNOWN_CONDITIONS: dict[str, ColumnSpec] = {
     spec.name: spec
     for spec in (
-        ConditionSpec("age", "numeric", "years", (0.0, 120.0), description="age at scan"),
-        ConditionSpec("sex", "categorical", "", None, _SEX, "F = 0, M = 1"),
-        ConditionSpec("cdr", "numeric", "", (0.0, 3.0), description="Clinical Dementia Rating"),
-        ConditionSpec("mmse", "numeric", "points", (0.0, 30.0), description="Mini-Mental State Examination"),
-        ConditionSpec("etiv", "numeric", "mL", (500.0, 3000.0), description="estimated total intracranial volume"),
-        ConditionSpec("nwbv", "numeric", "fraction", (0.0, 1.0), description="normalised whole-brain volume"),
-        ConditionSpec("asf", "numeric", "", (0.1, 10.0), description="atlas scaling factor"),
-        ConditionSpec("ventricle_volume_ml", "numeric", "mL", (0.0, 1000.0), description="lateral ventricles"),
-        ConditionSpec("csf_volume_ml", "numeric", "mL", (0.0, 2000.0), description="CSF outside the lateral ventricles"),
-        ConditionSpec("gm_volume_ml", "numeric", "mL", (0.0, 2000.0), description="grey matter"),
-        ConditionSpec("wm_volume_ml", "numeric", "mL", (0.0, 2000.0), description="white matter"),
-        ConditionSpec("brain_volume_ml", "numeric", "mL", (0.0, 3000.0), description="grey + white matter"),
-        ConditionSpec("intracranial_volume_ml", "numeric", "mL", (0.0, 4000.0), description="CSF + GM + WM + ventricles"),
-        ConditionSpec("gm_fraction", "numeric", "fraction", (0.0, 1.0), description="GM / intracranial volume"),
-        ConditionSpec("wm_fraction", "numeric", "fraction", (0.0, 1.0), description="WM / intracranial volume"),
-        ConditionSpec("csf_fraction", "numeric", "fraction", (0.0, 1.0), description="all CSF / intracranial volume"),
-        ConditionSpec("ventricle_fraction", "numeric", "fraction", (0.0, 1.0), description="ventricles / intracranial volume"),
+        ColumnSpec("age", "numeric", "years", (0.0, 120.0), description="age at scan"),
+        ColumnSpec("sex", "categorical", "", None, _SEX, "F = 0, M = 1"),
+        ColumnSpec("cdr", "numeric", "", (0.0, 3.0), description="Clinical Dementia Rating"),
+        ColumnSpec("mmse", "numeric", "points", (0.0, 30.0), description="Mini-Mental State Examination"),
+        ColumnSpec("etiv", "numeric", "mL", (500.0, 3000.0), description="estimated total intracranial volume"),
+        ColumnSpec("nwbv", "numeric", "fraction", (0.0, 1.0), description="normalised whole-brain volume"),
+        ColumnSpec("asf", "numeric", "", (0.1, 10.0), description="atlas scaling factor"),
+        ColumnSpec("ventricle_volume_ml", "numeric", "mL", (0.0, 1000.0), description="lateral ventricles"),
+        ColumnSpec("csf_volume_ml", "numeric", "mL", (0.0, 2000.0), description="CSF outside the lateral ventricles"),
+        ColumnSpec("gm_volume_ml", "numeric", "mL", (0.0, 2000.0), description="grey matter"),
+        ColumnSpec("wm_volume_ml", "numeric", "mL", (0.0, 2000.0), description="white matter"),
+        ColumnSpec("brain_volume_ml", "numeric", "mL", (0.0, 3000.0), description="grey + white matter"),
+        ColumnSpec("intracranial_volume_ml", "numeric", "mL", (0.0, 4000.0), description="CSF + GM + WM + ventricles"),
+        ColumnSpec("gm_fraction", "numeric", "fraction", (0.0, 1.0), description="GM / intracranial volume"),
+        ColumnSpec("wm_fraction", "numeric", "fraction", (0.0, 1.0), description="WM / intracranial volume"),
+        ColumnSpec("csf_fraction", "numeric", "fraction", (0.0, 1.0), description="all CSF / intracranial volume"),
+        ColumnSpec("ventricle_fraction", "numeric", "fraction", (0.0, 1.0), description="ventricles / intracranial volume"),
     )
 }
 
 
-def condition_spec(name: str, extra: Mapping[str, ConditionSpec] | None = None) -> ConditionSpec:
-    """The :class:`ConditionSpec` of a known or declared condition; unknown names raise with a suggestion.
+def condition_spec(name: str, extra: Mapping[str, ColumnSpec] | None = None) -> ColumnSpec:
+    """The :class:`ColumnSpec` of a known or declared condition; unknown names raise with a suggestion.
 
     Example:
         >>> condition_spec("sex").categories["M"]
