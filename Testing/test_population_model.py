@@ -102,6 +102,11 @@ def test_conditions_are_validated(model):
     lo, hi = model.condition_ranges["age"]
     with pytest.raises(DiffDefInputError, match="range"):
         model.mean_velocity(hi + 5, "F")
+    # The generators' rule and messages (one condition validator): a non-finite age, and the range named in years.
+    with pytest.raises(DiffDefInputError, match="finite"):
+        model.mean_velocity(float("nan"), "F")
+    with pytest.raises(DiffDefInputError, match=r"outside the trained range \[.*\] years of model 'population model'"):
+        model.check_age(hi + 5)
     with pytest.raises(DiffDefInputError, match="sex"):
         model.mean_velocity(50, "X")
     with pytest.raises(DiffDefInputError, match="sex"):

@@ -43,7 +43,15 @@ def parse_assignment(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _resolve_one(spec: ConditionSpec, value: Any, allow_extrapolation: bool, model: str) -> float | str:
+def resolve_value(spec: ConditionSpec, value: Any, allow_extrapolation: bool, model: str, warn: bool = True) -> float | str:
+    """One value checked against its spec: a known category (its canonical spelling), or a finite number within
+    the trained range (beyond it only with ``allow_extrapolation``, with an :class:`ExtrapolationWarning` when
+    ``warn``). ``model`` names the model in the messages.
+
+    Example:
+        >>> resolve_value(ConditionSpec("age", minimum=40, maximum=80, units="years"), "71", False, "demo")
+        71.0
+    """
     if spec.kind == "categorical":
         text = str(value).strip()
         lookup = {c.lower(): c for c in spec.choices or []}
@@ -64,7 +72,8 @@ def _resolve_one(spec: ConditionSpec, value: Any, allow_extrapolation: bool, mod
         )
         if not allow_extrapolation:
             raise DiffDefInputError(message + "; pass --allow-extrapolation (allow_extrapolation=True) to go beyond it")
-        warnings.warn(message + "; extrapolating", ExtrapolationWarning, stacklevel=3)
+        if warn:
+            warnings.warn(message + "; extrapolating", ExtrapolationWarning, stacklevel=3)
     return number
 
 
@@ -80,7 +89,7 @@ def resolve_conditions(card: ConditionedModel, conditions: Mapping[str, Any] | N
         spec = card.condition(name)
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "unset")):
             continue
-        resolved[spec.name] = _resolve_one(spec, value, allow_extrapolation, card.name)
+        resolved[spec.name] = resolve_value(spec, value, allow_extrapolation, card.name)
     return resolved
 
 

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from ..checksum import file_sha256, verify_sha256
+from ..conditions.resolve import resolve_value
+from ..conditions.spec import ConditionSpec
 from ..errors import DiffDefInputError
 from ..imageio import Volume
 from ..resources import resource_path
@@ -127,17 +129,11 @@ class PopulationModel:
 
     # -- conditions ------------------------------------------------------------------------------------------------
     def check_age(self, age: float, allow_extrapolation: bool = False) -> float:
-        """Validate an age against the fitted range (or only for finiteness with ``allow_extrapolation``)."""
-        try:
-            value = float(age)
-        except (TypeError, ValueError):
-            raise DiffDefInputError(f"age: expected a number of years, found {age!r}") from None
-        if not math.isfinite(value):
-            raise DiffDefInputError(f"age: expected a finite number of years, found {age!r}")
+        """Validate an age against the fitted range (or only for finiteness with ``allow_extrapolation``), with the
+        same rule and messages as a generator's conditions (:func:`~DiffDefAtlasLib.conditions.resolve.resolve_value`)."""
         lo, hi = self.condition_ranges["age"]
-        if not allow_extrapolation and not lo <= value <= hi:
-            raise DiffDefInputError(f"age: expected a value in the population model's range [{lo:.1f}, {hi:.1f}] years, found {value:g}")
-        return value
+        spec = ConditionSpec("age", minimum=lo, maximum=hi, units="years")
+        return float(resolve_value(spec, age, allow_extrapolation, "population model", warn=False))
 
     def mean_velocity(self, age: float, sex: str | float, allow_extrapolation: bool = False) -> np.ndarray:
         """The conditional mean velocity ``E[v | age, sex]`` ``(3, 40, 48, 40)`` in mm on :attr:`grid`.
