@@ -590,7 +590,7 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
     def exportAtlas(self, folder, overwrite: bool = False) -> dict:
         """Write the current atlas, labels, deformation (NIfTI intent 1006), Jacobian, folding and summary to a folder.
 
-        File names say model, conditions and seed (``brain3d_age-72_sex-F_seed-0_atlas.nii.gz``...). Files of those
+        File names say model, conditions and, where it has an effect, the seed (``brain3d_age-72_sex-F_atlas.nii.gz``...). Files of those
         names already in the folder are replaced only with ``overwrite`` (otherwise an error lists them).
         """
         p = self.getParameterNode()
@@ -635,7 +635,7 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Generating an atlas")
         logic, nodes = self._generate()
         result = nodes.result
-        names = layers.atlas_node_names("brain3d", {"age": 72, "sex": "F"}, 0)
+        names = layers.atlas_node_names("brain3d", {"age": 72, "sex": "F"})
         expectedNames = {"atlas": "atlas", "labels": "labels", "segmentation": "segmentation", "transform": "deformation",
                          "jacobian": "jacobian", "magnitude": "magnitude", "folding": "folding"}
         for field, key in expectedNames.items():
@@ -677,7 +677,7 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
         # regenerating updates the same nodes
         again = logic.generateAtlas(model="brain3d", conditions={"age": 80, "sex": "F"}, device="cpu")
         self.assertEqual(again.atlas.GetID(), nodes.atlas.GetID())
-        self.assertEqual(again.atlas.GetName(), layers.atlas_node_names("brain3d", {"age": 80, "sex": "F"}, 0)["atlas"])
+        self.assertEqual(again.atlas.GetName(), layers.atlas_node_names("brain3d", {"age": 80, "sex": "F"})["atlas"])
         # export writes every file
         folder = Path(tempfile.mkdtemp(prefix="DiffDefAtlasTest-"))
         try:

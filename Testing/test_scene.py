@@ -456,9 +456,12 @@ def test_scene_and_process_import_without_torch():
 
 
 def test_export_stem_is_stable_and_file_system_safe():
-    assert scene.export_stem("brain3d", {"sex": "F", "age": 72.0}) == "brain3d_age-72_sex-F_seed-0"
+    assert scene.export_stem("brain3d", {"sex": "F", "age": 72.0}) == "brain3d_age-72_sex-F"
     assert scene.export_stem("brain3d", {"age": 72.5, "group": "a/b c"}, seed=4) == "brain3d_age-72.5_group-a-b-c_seed-4"
-    assert scene.export_stem("m", {}) == "m_seed-0"
+    assert scene.export_stem("m", {}) == "m"
+    # The seed is named only where it changed the atlas (a draw at temperature above 0).
+    assert scene.seed_with_effect(4, {"temperature": 0.0}) is None and scene.seed_with_effect(4, {}) is None
+    assert scene.seed_with_effect(4, {"temperature": 1.0}) == 4 and scene.seed_with_effect("x", {"temperature": 1}) is None
 
 
 def test_export_atlas_writes_readable_files(tmp_path):
@@ -549,7 +552,7 @@ def test_atlas_layers_place_every_array_on_its_grid():
     magnitude, and the library's folding map (used as is, not recomputed)."""
     result = _synthetic_atlas_result()
     plan = layers.atlas_layers(result, model="brain3d", conditions={"sex": "F", "age": 72.0}, seed=3)
-    assert plan.names["atlas"] == "brain3d age-72 sex-F seed-3 atlas"
+    assert plan.names["atlas"] == "brain3d age-72 sex-F atlas"  # temperature 0: the seed has no effect
     assert plan.atlas.name == plan.names["atlas"] and plan.folding.name == plan.names["folding"]
     for layer, volume in ((plan.atlas, result.atlas), (plan.labels, result.labels), (plan.jacobian, result.jacobian),
                           (plan.folding, result.folding)):
@@ -565,7 +568,12 @@ def test_atlas_layers_place_every_array_on_its_grid():
     assert plan.jacobian_window == scene.jacobian_window_level(result.jacobian.array)
     record = layers.read_generation_record(plan.record)
     assert record == {"model": "brain3d", "conditions": {"age": 72.0, "sex": "F"}, "seed": 3, "summary": result.summary}
-    assert layers.export_stem_for_record(record) == "brain3d_age-72_sex-F_seed-3"
+    assert layers.export_stem_for_record(record) == "brain3d_age-72_sex-F"
+    drawn = dict(record, summary={**result.summary, "temperature": 1.0})  # one random member: the seed matters
+    assert layers.export_stem_for_record(drawn) == "brain3d_age-72_sex-F_seed-3"
+    result.summary["temperature"] = 1.0
+    assert layers.atlas_layers(result, model="brain3d", conditions={"age": 72.0}, seed=3).names["atlas"] == "brain3d age-72 seed-3 atlas"
+    result.summary.pop("temperature")
     np.testing.assert_array_equal(plan.displacement, result.displacement)
     # without a folding map, folding is det J <= 0
     plain = layers.atlas_layers(_synthetic_atlas_result(fold=False), model="m", conditions={}, seed=0)
@@ -617,8 +625,8 @@ def test_registration_layers_and_node_names():
 def test_generation_record_survives_bad_text():
     assert layers.read_generation_record(None) == {} and layers.read_generation_record("{not json") == {}
     assert layers.read_generation_record("[1]") == {}
-    assert layers.export_stem_for_record({}, "brain3d") == "brain3d_seed-0"
-    assert layers.export_stem_for_record({"model": "m", "conditions": "bad", "seed": "x"}) == "m_seed-0"
+    assert layers.export_stem_for_record({}, "brain3d") == "brain3d"
+    assert layers.export_stem_for_record({"model": "m", "conditions": "bad", "seed": "x"}) == "m"
     text = layers.generation_record("m", {"age": 70}, 2, {"timings": {"total_s": 1.0}, "path": Path("a")})
     assert json.loads(text)["summary"]["path"] == "a"  # non-JSON values become text
 
@@ -735,7 +743,7 @@ def test_logic_generate_path_on_brain3d(brain3d, tmp_path):
     assert "brain3d" in [c.name for c in gui_state.slicer_models(api.list_models())]
     result = brain3d.result
     plan = layers.atlas_layers(result, model=brain3d.model, conditions=brain3d.conditions, seed=brain3d.seed)
-    assert plan.atlas.name == "brain3d age-72 sex-F seed-0 atlas"
+    assert plan.atlas.name == "brain3d age-72 sex-F atlas"
     shape_kji = tuple(reversed(result.grid.shape))
     for layer in (plan.atlas, plan.labels, plan.jacobian, plan.magnitude, plan.folding):
         assert layer.shape == shape_kji
@@ -761,7 +769,7 @@ def test_logic_generate_path_on_brain3d(brain3d, tmp_path):
     record = layers.read_generation_record(plan.record)
     written = scene.export_atlas(tmp_path, layers.export_stem_for_record(record), atlas=result.atlas, labels=result.labels,
                                  displacement=u, grid=grid, jacobian=result.jacobian, summary=record)
-    assert written["atlas"].name == "brain3d_age-72_sex-F_seed-0_atlas.nii.gz"
+    assert written["atlas"].name == "brain3d_age-72_sex-F_atlas.nii.gz"
     np.testing.assert_allclose(np.asarray(nib.load(str(written["jacobian"])).dataobj), result.jacobian.array, rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(nib.load(str(written["folding"])).dataobj),
                                   (np.asarray(result.jacobian.array) <= 0).astype(np.uint8))

@@ -593,7 +593,7 @@ def test_node_names_in_the_docs_match_the_library():
         assert f"`{suffix}`" in docs, f"docs/slicer.md does not list the atlas node ending {suffix!r}"
     for pattern in layers.REGISTRATION_NODE_NAMES.values():
         assert f"`{pattern.format(scan='<scan>')}`" in docs, f"docs/slicer.md does not list {pattern!r}"
-    assert f"`{layers.atlas_title('brain3d', {'age': 72, 'sex': 'F'}, 0)}`" in docs
+    assert f"`{layers.atlas_title('brain3d', {'age': 72, 'sex': 'F'})}`" in docs  # temperature 0: no seed in the name
     from DiffDefAtlasLib import scene
 
     for suffix in scene.EXPORT_SUFFIXES.values():

@@ -25,7 +25,7 @@ from ..errors import DiffDefInputError
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="brain3d", help="bundled model name (see `diffdef-atlas models`) or a model folder")
     parser.add_argument("--set", dest="conditions", action="append", default=[], metavar="NAME=VALUE", help="a condition, e.g. age=72 or sex=F (repeatable); unset ones are marginalised out")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); it changes the atlas only with --temperature above 0 (and the --samples draws)")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model card's)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model card's)")
     parser.add_argument("--temperature", type=float, default=None, help="initial-noise scale: 0 = the sub-population's centre (default), 1 = one random member")

@@ -7,8 +7,8 @@ atlas node. :func:`registration_layers` does the same for a ``RegistrationResult
 creates or updates the nodes these describe.
 
 Example:
-    >>> atlas_node_names("brain3d", {"age": 72, "sex": "F"}, 0)["jacobian"]
-    'brain3d age-72 sex-F seed-0 Jacobian'
+    >>> atlas_node_names("brain3d", {"age": 72, "sex": "F"})["jacobian"]
+    'brain3d age-72 sex-F Jacobian'
     >>> registration_node_names("MRHead")["warped"]
     'MRHead in atlas space'
 """
@@ -28,6 +28,7 @@ from ..scene import (
     folding_from_jacobian,
     jacobian_window_level,
     magnitude_window_level,
+    seed_with_effect,
     volume_to_slicer_array,
 )
 
@@ -112,12 +113,13 @@ class RegistrationLayers:
     jacobian_window: WindowLevel
 
 
-def atlas_title(model: str, conditions: Mapping[str, Any], seed: int = 0) -> str:
-    """The common start of every atlas node name: model, conditions (sorted) and seed, separated by spaces."""
+def atlas_title(model: str, conditions: Mapping[str, Any], seed: int | None = None) -> str:
+    """The common start of every atlas node name: model, conditions (sorted) and the seed when it has an effect,
+    separated by spaces (the rule of :func:`~DiffDefAtlasLib.scene.export_stem`)."""
     return export_stem(model, conditions, seed).replace("_", " ")
 
 
-def atlas_node_names(model: str, conditions: Mapping[str, Any], seed: int = 0) -> dict[str, str]:
+def atlas_node_names(model: str, conditions: Mapping[str, Any], seed: int | None = None) -> dict[str, str]:
     """Node names of one atlas, keyed like :data:`ATLAS_NODE_SUFFIXES`."""
     title = atlas_title(model, conditions, seed)
     return {key: f"{title} {suffix}" for key, suffix in ATLAS_NODE_SUFFIXES.items()}
@@ -158,8 +160,8 @@ def read_generation_record(text: str | None) -> dict[str, Any]:
 def export_stem_for_record(record: Mapping[str, Any], fallback_model: str = "atlas") -> str:
     """The export file stem of the atlas described by a generation record."""
     conditions = cast("dict[str, Any]", record.get("conditions")) if isinstance(record.get("conditions"), dict) else {}
-    seed = record.get("seed", 0)
-    return export_stem(str(record.get("model") or fallback_model), conditions, int(seed) if isinstance(seed, (int, float)) else 0)
+    summary = record.get("summary") if isinstance(record.get("summary"), dict) else {}
+    return export_stem(str(record.get("model") or fallback_model), conditions, seed_with_effect(record.get("seed"), cast("dict[str, Any]", summary)))
 
 
 def atlas_layers(result, *, model: str, conditions: Mapping[str, Any], seed: int = 0) -> AtlasLayers:
@@ -170,7 +172,7 @@ def atlas_layers(result, *, model: str, conditions: Mapping[str, Any], seed: int
     """
     from ..imageio import Volume
 
-    names = atlas_node_names(model, conditions, seed)
+    names = atlas_node_names(model, conditions, seed_with_effect(seed, getattr(result, "summary", {})))
     grid = result.grid
     jacobian = np.asarray(result.jacobian.array)
     folding = getattr(result, "folding", None)
