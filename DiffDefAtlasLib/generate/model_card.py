@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from ..atomic import write_text_atomic
+from ..bundles import CARD_FILE, card_path, read_card
 from ..errors import DiffDefInputError
 from ..conditions.spec import KINDS, ConditionSpec  # noqa: F401 (the card's condition schema)
 from ..spatial.grid import Grid
 
-CARD_FILE = "model_card.json"
 #: ``model_type`` of generator cards; other models under ``Resources/models`` (registration, population) differ.
 MODEL_TYPE = "diffdef-generator"
 
@@ -146,6 +146,12 @@ class ModelCard:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise DiffDefInputError(f"{where}: not valid JSON ({error})") from None
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Path | None = None) -> "ModelCard":
+        """A card from its parsed JSON; a card of another kind or with wrong fields raises :class:`DiffDefInputError`."""
+        where = str(path) if path else "model card"
         if not isinstance(data, dict) or data.get("model_type", MODEL_TYPE) != MODEL_TYPE:
             raise DiffDefInputError(f"{where}: not a generator model card (model_type {data.get('model_type') if isinstance(data, dict) else None!r})")
         known = {f.name for f in fields(cls)} - {"path"}
@@ -159,21 +165,14 @@ class ModelCard:
     @classmethod
     def load(cls, folder_or_file: str | Path) -> "ModelCard":
         """Read ``model_card.json`` from a model folder (or the card file itself)."""
-        path = Path(folder_or_file)
-        if path.is_dir():
-            path = path / CARD_FILE
-        if not path.is_file():
-            raise DiffDefInputError(f"{path}: model card not found")
-        return cls.from_json(path.read_text(encoding="utf-8"), path)
+        path = card_path(folder_or_file)
+        return cls.from_dict(read_card(path), path)
 
 
 def is_generator_card(path: str | Path) -> bool:
-    """True when the JSON file at ``path`` is a generator card (``"model_type": "diffdef-generator"``)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and data.get("model_type") == MODEL_TYPE
+    """True when the card at ``path`` is a generator card (``"model_type": "diffdef-generator"``); a card that is
+    not readable JSON raises, naming the file and the parse error (it must not vanish from the model list)."""
+    return read_card(path).get("model_type") == MODEL_TYPE
 
 
 

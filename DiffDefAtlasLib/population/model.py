@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -28,6 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..bundles import CARD_FILE, read_card, write_card
 from ..checksum import file_sha256, verify_sha256
 from ..conditions.resolve import resolve_value
 from ..conditions.spec import ConditionSpec
@@ -41,7 +41,6 @@ from .volumes import warped_label_volumes_ml
 
 MODEL_FOLDER = ("models", "population3d")
 WEIGHTS_FILE = "population3d.safetensors"
-CARD_FILE = "model_card.json"
 SEXES = ("F", "M")
 
 
@@ -285,7 +284,7 @@ class PopulationModel:
         """Write ``population3d.safetensors`` and ``model_card.json`` (with the weights' SHA-256) into ``folder``."""
         from safetensors.numpy import save_file
 
-        from ..atomic import atomic_path, write_text_atomic
+        from ..atomic import atomic_path
 
         folder = Path(folder)
         weights = folder / WEIGHTS_FILE
@@ -303,7 +302,7 @@ class PopulationModel:
                 "n_components": self.n_components,
             }
         )
-        write_text_atomic(folder / CARD_FILE, json.dumps(card, indent=1) + "\n")
+        write_card(folder, card, indent=1)
         self.card = card
         return weights
 
@@ -314,10 +313,7 @@ class PopulationModel:
 
         folder = Path(folder)
         card_path = folder / CARD_FILE
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DiffDefInputError(f"{card_path}: population model card not found") from None
+        card = read_card(card_path, "population model card")
         weights = folder / card.get("weights_file", WEIGHTS_FILE)
         verify_sha256(weights, card.get("weights_sha256"), "population model weights")
         arrays = load_file(str(weights))

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from ..checksum import file_sha256 as sha256_of, verify_sha256
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path
+from ..bundles import CARD_FILE, read_card, write_card
 from ..errors import DiffDefInputError
 from .network import NetworkConfig, RegistrationNetwork
 
-CARD_NAME = "model_card.json"
+CARD_NAME = CARD_FILE
 
 
 def model_folder(spatial_dims: int = 3) -> Path:
@@ -42,10 +42,7 @@ def read_model_card(spatial_dims: int = 3, folder: str | Path | None = None) -> 
     path = folder / CARD_NAME
     if not path.is_file():
         raise DiffDefInputError(f"{path}: registration model card not found (train and export a model first)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DiffDefInputError(f"{path}: model card is not valid JSON ({error})") from error
+    return read_card(path, "registration model card")
 
 
 @lru_cache(maxsize=4)
@@ -107,6 +104,6 @@ def save_registration_network(network: RegistrationNetwork, folder: str | Path, 
     card["network"] = network.config.to_dict()
     card["weights_file"] = name
     card["sha256"] = sha256_of(folder / name)
-    write_text_atomic(folder / CARD_NAME, json.dumps(card, indent=2) + "\n")
+    write_card(folder, card)
     _verified_state.cache_clear()
     return folder / CARD_NAME
