@@ -2,8 +2,7 @@
 
 This file holds the four entry points Slicer looks for (Module, Widget, Logic, Test) and stays thin. The helper
 classes live one per file in ``DiffDefAtlasModuleLib/``; every computation and display decision is a function of
-``DiffDefAtlasLib`` (``api`` does the work; ``scene``, ``process`` and ``slicer_support`` decide what the module
-shows), tested by pytest without Slicer. Heavy packages (torch, MONAI) are imported only inside functions, after the
+``DiffDefAtlasLib`` (``api`` does the work; ``slicer_support`` decides what the module shows), tested by pytest without Slicer. Heavy packages (torch, MONAI) are imported only inside functions, after the
 user has agreed to install them.
 
 Console use::
@@ -39,8 +38,7 @@ from DiffDefAtlasModuleLib.LibraryPath import addLibraryToPath
 LIBRARY_PARENT = addLibraryToPath(Path(__file__).parent)
 
 # numpy-only library modules (no torch): usable before the dependencies are installed
-from DiffDefAtlasLib import process, scene  # noqa: E402
-from DiffDefAtlasLib.slicer_support import gui_state, layers  # noqa: E402
+from DiffDefAtlasLib.slicer_support import arrays, devices, exports, gui_state, jobs, layers, overlays, sliders  # noqa: E402
 from DiffDefAtlasModuleLib.AtlasNodes import AtlasNodes  # noqa: E402
 from DiffDefAtlasModuleLib.ConditionPanel import ConditionPanel  # noqa: E402
 from DiffDefAtlasModuleLib.DependencyInstaller import DependencyInstaller  # noqa: E402
@@ -219,7 +217,7 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic.missingDependencies():
             return
         try:
-            self.ui.deviceInfoLabel.text = scene.describe_device(self.ui.deviceComboBox.currentData or "auto")
+            self.ui.deviceInfoLabel.text = devices.describe_device(self.ui.deviceComboBox.currentData or "auto")
         except Exception as error:  # a broken CUDA driver must not break the GUI
             self.ui.deviceInfoLabel.text = _("Device check failed: {error}").format(error=error)
 
@@ -254,13 +252,13 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         # read the check box itself: its parameter-node binding may not have run yet when this slot runs
         self.conditionPanel.rebuild(self.logic.modelCard(p.model), self.ui.allowExtrapolationCheckBox.checked,
-                                    scene.conditions_from_json(p.conditionsJson))
+                                    sliders.conditions_from_json(p.conditionsJson))
         self.onSweepConditionChanged()
         self._storeConditions()
         self.onParameterNodeModified()
 
     def _storeConditions(self) -> None:
-        self._parameterNode.conditionsJson = scene.conditions_to_json(self.conditionPanel.conditions())
+        self._parameterNode.conditionsJson = sliders.conditions_to_json(self.conditionPanel.conditions())
         outside = self.conditionPanel.outsideTrainedRange()
         self.ui.extrapolationWarningLabel.text = (
             _("Outside the trained range: {names}. Results are extrapolated.").format(names=", ".join(outside))
@@ -278,7 +276,7 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.generateStatusLabel.text = _("Generating...")
         slicer.app.processEvents()
         with slicer.util.tryWithErrorDisplay(_("Failed to generate the atlas."), waitCursor=True):
-            nodes = self.logic.generateAtlas(model=p.model, conditions=scene.conditions_from_json(p.conditionsJson),
+            nodes = self.logic.generateAtlas(model=p.model, conditions=sliders.conditions_from_json(p.conditionsJson),
                                              seed=p.seed, steps=p.steps or None, device=p.device,
                                              allowExtrapolation=p.allowExtrapolation)
             summary = nodes.result.summary if nodes.result is not None else {}
@@ -342,7 +340,7 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._startJob(
                 _("Generating a sweep over {name}...").format(name=vary[0]),
                 lambda onProgress, onDone: self.logic.startSweepJob(
-                    p.model, vary, scene.conditions_from_json(p.conditionsJson), seed=p.seed, steps=p.steps or None,
+                    p.model, vary, sliders.conditions_from_json(p.conditionsJson), seed=p.seed, steps=p.steps or None,
                     device=p.device, allowExtrapolation=p.allowExtrapolation, onProgress=onProgress, onDone=onDone))
 
     def _startJob(self, title: str, start: Callable) -> None:
@@ -359,10 +357,10 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.jobStatusLabel.text = message
 
     def _onJobDone(self, job, nodes, error: str) -> None:
-        self.ui.jobFrame.visible = job.state is process.JobState.FAILED
-        if job.state is process.JobState.SUCCEEDED:
+        self.ui.jobFrame.visible = job.state is jobs.JobState.FAILED
+        if job.state is jobs.JobState.SUCCEEDED:
             slicer.util.showStatusMessage(_("Background job finished."), 5000)
-        elif job.state is process.JobState.CANCELLED:
+        elif job.state is jobs.JobState.CANCELLED:
             slicer.util.showStatusMessage(_("Cancelled; the scene was not changed."), 5000)
         else:
             self.ui.jobStatusLabel.text = error
@@ -468,7 +466,7 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
 
         conditions = dict(conditions or {})
         result = self._call(api.generate_atlas, model, conditions, seed=int(seed), steps=steps or None,
-                            device=scene.device_choice(device), allow_extrapolation=bool(allowExtrapolation))
+                            device=devices.device_choice(device), allow_extrapolation=bool(allowExtrapolation))
         return self.showAtlasResult(result, model=model, conditions=conditions, seed=int(seed))
 
     def showAtlasResult(self, result, *, model: str, conditions: dict, seed: int = 0) -> AtlasNodes:
@@ -529,7 +527,7 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
         labels = MRMLConversion.volumeFromNode(atlasLabelsNode) if atlasLabelsNode else None
         result = self._call(api.register_to_atlas, MRMLConversion.volumeFromNode(movingNode),
                             MRMLConversion.volumeFromNode(atlasNode), atlas_labels=labels, refine=int(refine),
-                            affine=bool(affine), device=scene.device_choice(device))
+                            affine=bool(affine), device=devices.device_choice(device))
         return self.showRegistrationResult(result, movingNode, atlasNode)
 
     def showRegistrationResult(self, result, movingNode, atlasNode) -> RegistrationNodes:
@@ -541,7 +539,7 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
                                                      existing(plan.names["transform"], "vtkMRMLGridTransformNode"))
         transform.GetDisplayNode().SetVisibility(False)
         jacobian = MRMLConversion.volumeNode(plan.jacobian, existing(plan.jacobian.name))
-        OverlayDisplay.colourVolume(jacobian, scene.JACOBIAN_COLOR_NODE_ID, plan.jacobian_window, "det J", False)
+        OverlayDisplay.colourVolume(jacobian, overlays.JACOBIAN_COLOR_NODE_ID, plan.jacobian_window, "det J", False)
         labels = segmentation = None
         if plan.labels is not None:
             labels = MRMLConversion.volumeNode(plan.labels, existing(plan.labels.name, layers.LABEL_VOLUME))
@@ -585,7 +583,7 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
     def exportConflicts(self, folder) -> list:
         """The files in ``folder`` that :meth:`exportAtlas` would replace (ask the user before passing overwrite)."""
         _, stem = self._exportStem()
-        return [path for path in scene.export_paths(folder, stem).values() if path.exists()]
+        return [path for path in exports.export_paths(folder, stem).values() if path.exists()]
 
     def exportAtlas(self, folder, overwrite: bool = False) -> dict:
         """Write the current atlas, labels, deformation (NIfTI intent 1006), Jacobian, folding and summary to a folder.
@@ -596,7 +594,7 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
         p = self.getParameterNode()
         record, stem = self._exportStem()
         displacement, grid = self.displacementFromTransformNode(p.deformation) if p.deformation else (None, None)
-        return scene.export_atlas(
+        return exports.export_atlas(
             folder, stem, atlas=self.volumeFromNode(p.atlasVolume),
             labels=self.volumeFromNode(p.atlasLabels) if p.atlasLabels else None, displacement=displacement, grid=grid,
             jacobian=self.volumeFromNode(p.jacobianVolume) if p.jacobianVolume else None, summary=record, overwrite=overwrite)
@@ -644,7 +642,7 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
             self.assertEqual(node.GetName(), names[key])
         # voxels and geometry against the library's output
         for node, volume in ((nodes.atlas, result.atlas), (nodes.labels, result.labels), (nodes.jacobian, result.jacobian)):
-            array, ijkToRAS = scene.volume_to_slicer_array(volume)
+            array, ijkToRAS = arrays.volume_to_slicer_array(volume)
             np.testing.assert_allclose(slicer.util.arrayFromVolume(node), array, rtol=1e-6, atol=1e-6)
             matrix = vtk.vtkMatrix4x4()
             node.GetIJKToRASMatrix(matrix)
@@ -662,7 +660,7 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
         np.testing.assert_allclose(grid.affine, result.grid.affine, atol=1e-6)
         # overlays: Jacobian foreground centred on 1 with a legend, grid visualisation, folding segment, magnitude
         display = nodes.jacobian.GetDisplayNode()
-        self.assertEqual(display.GetColorNodeID(), scene.JACOBIAN_COLOR_NODE_ID)
+        self.assertEqual(display.GetColorNodeID(), overlays.JACOBIAN_COLOR_NODE_ID)
         self.assertAlmostEqual(display.GetLevel(), 1.0)
         self.assertIsNotNone(slicer.modules.colors.logic().GetColorLegendDisplayNode(nodes.jacobian))
         transformDisplay = nodes.transform.GetDisplayNode()
@@ -670,7 +668,7 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
         self.assertTrue(transformDisplay.GetVisibility2D())
         self.assertTrue(nodes.folding.GetSegmentation().GetSegmentIdBySegmentName(layers.FOLDING_SEGMENT_NAME))
         np.testing.assert_allclose(slicer.util.arrayFromVolume(nodes.magnitude).transpose(2, 1, 0),
-                                   scene.displacement_magnitude(result.displacement), atol=1e-4)
+                                   arrays.displacement_magnitude(result.displacement), atol=1e-4)
         for composite in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode"):
             self.assertEqual(composite.GetBackgroundVolumeID(), nodes.atlas.GetID())
             self.assertEqual(composite.GetForegroundVolumeID(), nodes.jacobian.GetID())
@@ -682,7 +680,7 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
         folder = Path(tempfile.mkdtemp(prefix="DiffDefAtlasTest-"))
         try:
             written = logic.exportAtlas(folder)
-            self.assertEqual(set(written), set(scene.EXPORT_SUFFIXES))
+            self.assertEqual(set(written), set(exports.EXPORT_SUFFIXES))
             self.assertTrue(all(path.is_file() for path in written.values()))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -702,7 +700,7 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
         self.assertIsNotNone(registered.labels)
         self.assertEqual(slicer.util.arrayFromVolume(registered.labels).shape, slicer.util.arrayFromVolume(moving).shape)
         self.assertGreater(int(np.count_nonzero(slicer.util.arrayFromVolume(registered.labels))), 0)
-        self.assertEqual(registered.jacobian.GetDisplayNode().GetColorNodeID(), scene.JACOBIAN_COLOR_NODE_ID)
+        self.assertEqual(registered.jacobian.GetDisplayNode().GetColorNodeID(), overlays.JACOBIAN_COLOR_NODE_ID)
         self.delayDisplay("Registration done")
 
     def test_cancelled_job_leaves_scene_unchanged(self):
@@ -716,6 +714,6 @@ class DiffDefAtlasTest(ScriptedLoadableModuleTest):
                                          onDone=lambda job, result, error: finished.append((job.state, result)))
         slicer.util.delayDisplay("Started a background registration; cancelling it", 1000)
         job.cancel()
-        self.assertEqual(finished, [(process.JobState.CANCELLED, None)])
+        self.assertEqual(finished, [(jobs.JobState.CANCELLED, None)])
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
         self.delayDisplay("Cancel left the scene unchanged")

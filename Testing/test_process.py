@@ -1,4 +1,4 @@
-"""Tests of DiffDefAtlasLib.process: background jobs with progress and cancel, as the Slicer module runs them.
+"""Tests of DiffDefAtlasLib.slicer_support.jobs: background jobs with progress and cancel, as the Slicer module runs them.
 
 References: a fake process runner whose output and exit are scripted (the state machine), real child Python
 processes (progress lines, exit codes, killing a process tree, the environment that makes the library importable),
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from DiffDefAtlasLib import process
-from DiffDefAtlasLib.process import BackgroundJob, JobState, Progress, SubprocessRunner
+from DiffDefAtlasLib.slicer_support import jobs
+from DiffDefAtlasLib.slicer_support.jobs import BackgroundJob, JobState, Progress, SubprocessRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,32 +61,32 @@ def _job(runner, **kwargs):
 @pytest.mark.parametrize("fraction", [0.0, 0.125, 0.5, 0.999, 1.0])
 def test_progress_lines_round_trip(fraction):
     """Reference: the fraction written (3 decimals) is the fraction read."""
-    parsed = process.parse_progress(process.format_progress(fraction, "  refining   stage 2 "))
+    parsed = jobs.parse_progress(jobs.format_progress(fraction, "  refining   stage 2 "))
     assert parsed == Progress(pytest.approx(round(fraction, 3)), "refining stage 2")
 
 
 def test_progress_parsing_ignores_other_lines_and_clamps():
-    assert process.parse_progress("loading the model") is None
-    assert process.parse_progress("PROGRESS") is None
-    assert process.parse_progress("PROGRESS nan") is None
-    assert process.parse_progress("PROGRESS forty") is None
-    assert process.parse_progress("progress 0.5") is None  # the keyword is case-sensitive, like the CLI prints it
-    assert process.parse_progress("PROGRESS 1.7\n") == Progress(1.0)
-    assert process.parse_progress("  PROGRESS -3 x") == Progress(0.0, "x")
-    assert process.format_progress(-1) == "PROGRESS 0.000"
+    assert jobs.parse_progress("loading the model") is None
+    assert jobs.parse_progress("PROGRESS") is None
+    assert jobs.parse_progress("PROGRESS nan") is None
+    assert jobs.parse_progress("PROGRESS forty") is None
+    assert jobs.parse_progress("progress 0.5") is None  # the keyword is case-sensitive, like the CLI prints it
+    assert jobs.parse_progress("PROGRESS 1.7\n") == Progress(1.0)
+    assert jobs.parse_progress("  PROGRESS -3 x") == Progress(0.0, "x")
+    assert jobs.format_progress(-1) == "PROGRESS 0.000"
 
 
 def test_progress_reporter_prints_only_when_asked():
     """Reference: the environment variable set by library_environment; without it the CLI prints nothing extra."""
     import io
 
-    assert process.progress_reporter(io.StringIO(), {}) is None
-    assert process.progress_reporter(io.StringIO(), {process.PROGRESS_ENV: "0"}) is None
+    assert jobs.progress_reporter(io.StringIO(), {}) is None
+    assert jobs.progress_reporter(io.StringIO(), {jobs.PROGRESS_ENV: "0"}) is None
     out = io.StringIO()
-    report = process.progress_reporter(out, process.library_environment({}, ROOT))
+    report = jobs.progress_reporter(out, jobs.library_environment({}, ROOT))
     report(0.25)
     report(1.0, "done")
-    assert [process.parse_progress(line) for line in out.getvalue().splitlines()] == [Progress(0.25), Progress(1.0, "done")]
+    assert [jobs.parse_progress(line) for line in out.getvalue().splitlines()] == [Progress(0.25), Progress(1.0, "done")]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -94,33 +94,33 @@ def test_progress_reporter_prints_only_when_asked():
 
 
 def test_register_arguments_are_a_list_in_cli_form(tmp_path):
-    args = process.register_arguments(tmp_path / "scan 1.nii.gz", "atlas.nii.gz", tmp_path / "out", fixed_labels="l.nii.gz",
+    args = jobs.register_arguments(tmp_path / "scan 1.nii.gz", "atlas.nii.gz", tmp_path / "out", fixed_labels="l.nii.gz",
                                       refine=25, affine=False, device="cpu")
     assert args[:3] == ["-m", "DiffDefAtlasLib.cli.main", "register"]
     assert args[args.index("--moving") + 1] == str(tmp_path / "scan 1.nii.gz")  # spaces stay inside one argument
     assert args[args.index("--refine") + 1] == "25" and args[args.index("--device") + 1] == "cpu"
     assert "--no-affine" in args and args[args.index("--fixed-labels") + 1] == "l.nii.gz"
-    assert "--no-affine" not in process.register_arguments("m", "f", "o")
+    assert "--no-affine" not in jobs.register_arguments("m", "f", "o")
     with pytest.raises(ValueError):
-        process.register_arguments("m", "f", "o", refine=-1)
+        jobs.register_arguments("m", "f", "o", refine=-1)
     with pytest.raises(ValueError):
-        process.register_arguments("m", "f", "o", device="tpu")
+        jobs.register_arguments("m", "f", "o", device="tpu")
 
 
 def test_sweep_arguments_and_values():
     """Reference: numpy.arange over the same range (stop included)."""
-    args = process.sweep_arguments("brain3d", ("age", 45, 80, 5), {"age": 60, "sex": "F"}, "out", seed=2, steps=10,
+    args = jobs.sweep_arguments("brain3d", ("age", 45, 80, 5), {"age": 60, "sex": "F"}, "out", seed=2, steps=10,
                                    allow_extrapolation=True)
     assert args[:3] == ["-m", "DiffDefAtlasLib.cli.main", "sweep"]
     assert args[args.index("--vary") + 1] == "age=45:80:5"
     assert args[args.index("--set") + 1] == "sex=F" and args.count("--set") == 1  # the varied condition is not also set
     assert args[args.index("--steps") + 1] == "10" and "--allow-extrapolation" in args
-    assert "--steps" not in process.sweep_arguments("m", ("age", 1, 2, 1), {}, "o")
-    np.testing.assert_allclose(process.sweep_values(45, 80, 5), np.arange(45, 80 + 2.5, 5))
-    np.testing.assert_allclose(process.sweep_values(0.1, 0.3, 0.1), [0.1, 0.2, 0.3])
-    assert process.sweep_values(5, 1, 1) == []
+    assert "--steps" not in jobs.sweep_arguments("m", ("age", 1, 2, 1), {}, "o")
+    np.testing.assert_allclose(jobs.sweep_values(45, 80, 5), np.arange(45, 80 + 2.5, 5))
+    np.testing.assert_allclose(jobs.sweep_values(0.1, 0.3, 0.1), [0.1, 0.2, 0.3])
+    assert jobs.sweep_values(5, 1, 1) == []
     with pytest.raises(ValueError):
-        process.sweep_values(1, 2, 0)
+        jobs.sweep_values(1, 2, 0)
 
 
 @pytest.mark.parametrize("command", ["register", "sweep"])
@@ -132,9 +132,9 @@ def test_argument_lists_parse_with_the_real_command_line(command, tmp_path):
         pytest.skip(f"diffdef-atlas {command} is not written yet")
     parser = main.build_parser([command])
     if command == "register":
-        args = process.register_arguments("m.nii.gz", "f.nii.gz", tmp_path, fixed_labels="l.nii.gz", refine=3, device="cpu")
+        args = jobs.register_arguments("m.nii.gz", "f.nii.gz", tmp_path, fixed_labels="l.nii.gz", refine=3, device="cpu")
     else:
-        args = process.sweep_arguments("brain3d", ("age", 45, 80, 5), {"sex": "F"}, tmp_path, seed=1, steps=5)
+        args = jobs.sweep_arguments("brain3d", ("age", 45, 80, 5), {"sex": "F"}, tmp_path, seed=1, steps=5)
     parsed = parser.parse_args(args[2:])  # drop "-m DiffDefAtlasLib.cli.main"
     assert parsed.command == command
 
@@ -142,9 +142,9 @@ def test_argument_lists_parse_with_the_real_command_line(command, tmp_path):
 def test_library_environment_makes_the_library_importable(tmp_path):
     """Reference: a child interpreter started elsewhere imports DiffDefAtlasLib from the folder we name."""
     base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env = process.library_environment({**base, "PYTHONPATH": os.pathsep.join(["/elsewhere", str(ROOT)])}, ROOT)
+    env = jobs.library_environment({**base, "PYTHONPATH": os.pathsep.join(["/elsewhere", str(ROOT)])}, ROOT)
     assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/elsewhere"]  # first, and not twice
-    assert env["PYTHONUNBUFFERED"] == "1" and env[process.PROGRESS_ENV] == "1"
+    assert env["PYTHONUNBUFFERED"] == "1" and env[jobs.PROGRESS_ENV] == "1"
     out = subprocess.run([sys.executable, "-c", "import DiffDefAtlasLib; print(DiffDefAtlasLib.__file__)"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert Path(out.stdout.strip()).resolve().parent == (ROOT / "DiffDefAtlasLib").resolve()
@@ -230,7 +230,7 @@ def test_subprocess_runner_streams_progress_and_exit_code(tmp_path):
     out = tmp_path / "result.txt"
     script = _script(tmp_path, f"""
         import sys, time
-        from DiffDefAtlasLib.process import progress_reporter
+        from DiffDefAtlasLib.slicer_support.jobs import progress_reporter
         report = progress_reporter()
         for i in range(1, 5):
             report(i / 4, f"step {{i}}")
@@ -240,7 +240,7 @@ def test_subprocess_runner_streams_progress_and_exit_code(tmp_path):
     """)
     runner = SubprocessRunner()
     progress = []
-    job = BackgroundJob(runner, sys.executable, [str(script)], environment=process.library_environment(os.environ, ROOT),
+    job = BackgroundJob(runner, sys.executable, [str(script)], environment=jobs.library_environment(os.environ, ROOT),
                         expected_outputs=[out], on_progress=lambda f, m: progress.append((f, m)))
     job.start()
     runner.wait(timeout=60)
@@ -312,7 +312,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_python_executable_exists():
-    assert Path(process.python_executable()).exists()
+    assert Path(jobs.python_executable()).exists()
 
 
 def test_sweep_atlas_files_are_in_natural_order(tmp_path):
@@ -322,7 +322,7 @@ def test_sweep_atlas_files_are_in_natural_order(tmp_path):
         (tmp_path / name / "atlas.nii.gz").write_bytes(b"")
     (tmp_path / "montage.png").write_bytes(b"")
     (tmp_path / "age_5" / "labels.nii.gz").write_bytes(b"")
-    found = [p.parent.name for p in process.sweep_atlas_files(tmp_path)]
+    found = [p.parent.name for p in jobs.sweep_atlas_files(tmp_path)]
     assert found == ["age_5", "age_7.5", "age_10"]
 
 
@@ -333,10 +333,10 @@ def test_sweep_atlas_files_are_in_natural_order(tmp_path):
 def test_sweep_labels_name_each_atlas_once():
     """Reference: the sweep's values; duplicates or a count mismatch fall back to indices (sequence items need
     distinct labels)."""
-    assert process.sweep_labels(process.sweep_values(45, 55, 5), 3) == ["45", "50", "55"]
-    assert process.sweep_labels([0.1, 0.2], 2) == ["0.1", "0.2"]
-    assert process.sweep_labels([45.0, 50.0], 3) == ["0", "1", "2"]
-    assert process.sweep_labels([1.0, 1.0], 2) == ["0", "1"]
+    assert jobs.sweep_labels(jobs.sweep_values(45, 55, 5), 3) == ["45", "50", "55"]
+    assert jobs.sweep_labels([0.1, 0.2], 2) == ["0.1", "0.2"]
+    assert jobs.sweep_labels([45.0, 50.0], 3) == ["0", "1", "2"]
+    assert jobs.sweep_labels([1.0, 1.0], 2) == ["0", "1"]
 
 
 def test_sweep_reports_progress_through_the_one_protocol(tmp_path, capsys, monkeypatch):
@@ -349,14 +349,14 @@ def test_sweep_reports_progress_through_the_one_protocol(tmp_path, capsys, monke
 
     model = build_tiny_model(tmp_path / "tiny2d")
     argv = ["sweep", "--model", str(model), "--device", "cpu", "--vary", "age=45:60:5"]
-    monkeypatch.setenv(process.PROGRESS_ENV, "1")
+    monkeypatch.setenv(jobs.PROGRESS_ENV, "1")
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out.splitlines()
-    reports = [p for p in map(process.parse_progress, out) if p is not None]
+    reports = [p for p in map(jobs.parse_progress, out) if p is not None]
     assert reports == [Progress(0.25, "age=45"), Progress(0.5, "age=50"), Progress(0.75, "age=55"), Progress(1.0, "age=60")]
-    monkeypatch.delenv(process.PROGRESS_ENV)
+    monkeypatch.delenv(jobs.PROGRESS_ENV)
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
-    assert not [line for line in capsys.readouterr().out.splitlines() if process.parse_progress(line)]
+    assert not [line for line in capsys.readouterr().out.splitlines() if jobs.parse_progress(line)]
 
 
 def test_read_register_outputs_reads_what_the_register_command_writes(tmp_path):
@@ -380,8 +380,8 @@ def test_read_register_outputs_reads_what_the_register_command_writes(tmp_path):
     )
     out = tmp_path / "out"
     write_outputs(result, out, {"moving": "m.nii.gz"})
-    assert all((out / name).is_file() for name in process.REGISTER_OUTPUTS)
-    back = process.read_register_outputs(out)
+    assert all((out / name).is_file() for name in jobs.REGISTER_OUTPUTS)
+    back = jobs.read_register_outputs(out)
     np.testing.assert_allclose(back.displacement, result.displacement, rtol=1e-6)
     np.testing.assert_allclose(back.grid.affine, affine, atol=1e-5)
     np.testing.assert_allclose(back.warped.array, result.warped.array, rtol=1e-6)
@@ -391,5 +391,5 @@ def test_read_register_outputs_reads_what_the_register_command_writes(tmp_path):
     assert back.summary["folding_ratio"] == 0.0 and back.summary["device"] == "cpu"
     (out / "labels.nii.gz").unlink()
     (out / "summary.json").unlink()
-    bare = process.read_register_outputs(out)
+    bare = jobs.read_register_outputs(out)
     assert bare.labels_on_moving is None and bare.summary == {}

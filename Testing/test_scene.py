@@ -1,4 +1,4 @@
-"""Tests of DiffDefAtlasLib.scene and DiffDefAtlasLib.slicer_support: what the Slicer module shows, without Slicer.
+"""Tests of DiffDefAtlasLib.slicer_support: what the Slicer module shows, without Slicer.
 
 Slicer volumes are ``vtkImageData`` with an IJK-to-RAS matrix, read as ``[k, j, i]`` numpy arrays; its grid transforms
 are ``vtkImageData`` of RAS vectors plus a direction matrix. The references are VTK itself (``vtkImageData`` indexing
@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DiffDefAtlasLib import scene
 from DiffDefAtlasLib.errors import DiffDefInputError
-from DiffDefAtlasLib.slicer_support import dependencies, gui_state, layers, vtk_grid
 from DiffDefAtlasLib.imageio import Volume
+from DiffDefAtlasLib.slicer_support import arrays, dependencies, devices, exports, gui_state, layers, overlays, sliders, vtk_grid
 from DiffDefAtlasLib.spatial import Grid
 
 vtk_data = pytest.importorskip("vtkmodules.vtkCommonDataModel")
@@ -52,7 +51,7 @@ def _oblique_affine(spacing=(1.2, 0.9, 2.5), origin=(-31.0, 12.5, 40.0), angles=
 
 def _vtk_image(array_kji: np.ndarray, ijk_to_ras: np.ndarray):
     """A vtkImageData as Slicer holds a volume: scalars in VTK point order, geometry from the IJK-to-RAS matrix."""
-    geometry = scene.split_ijk_to_ras(ijk_to_ras)
+    geometry = arrays.split_ijk_to_ras(ijk_to_ras)
     image = vtk_data.vtkImageData()
     image.SetDimensions(array_kji.shape[2], array_kji.shape[1], array_kji.shape[0])
     image.SetSpacing(*geometry.spacing)
@@ -73,7 +72,7 @@ def test_slicer_array_indexes_like_vtk_image_data():
     and VTK's own index-to-physical mapping (origin, spacing, direction) equals the volume affine."""
     rng = np.random.default_rng(0)
     volume = Volume(rng.normal(size=(7, 5, 4)).astype(np.float32), _oblique_affine())
-    array, ijk_to_ras = scene.volume_to_slicer_array(volume)
+    array, ijk_to_ras = arrays.volume_to_slicer_array(volume)
     assert array.shape == (4, 5, 7) and array.flags.c_contiguous
     image = _vtk_image(array, ijk_to_ras)
     for i, j, k in [(0, 0, 0), (6, 4, 3), (2, 3, 1), (5, 0, 2)]:
@@ -86,7 +85,7 @@ def test_slicer_array_indexes_like_vtk_image_data():
 def test_ijk_to_ras_matrix_maps_voxels_like_vtk_matrix4x4():
     """Reference: vtkMatrix4x4.MultiplyPoint (what Slicer's SetIJKToRASMatrix stores) and nibabel's apply_affine."""
     volume = Volume(np.zeros((3, 4, 5), np.float32), _oblique_affine())
-    _, ijk_to_ras = scene.volume_to_slicer_array(volume)
+    _, ijk_to_ras = arrays.volume_to_slicer_array(volume)
     matrix = vtk_math.vtkMatrix4x4()
     matrix.DeepCopy([float(v) for v in ijk_to_ras.ravel()])
     for ijk in ([0, 0, 0], [2, 3, 4], [1.5, 0.5, 2.0]):
@@ -105,7 +104,7 @@ def test_slicer_array_equals_simpleitk_array_of_the_same_file(tmp_path):
 
     image = nib.load(str(path))
     volume = Volume(np.asarray(image.dataobj), image.affine)
-    array, ijk_to_ras = scene.volume_to_slicer_array(volume)
+    array, ijk_to_ras = arrays.volume_to_slicer_array(volume)
 
     reference = sitk.ReadImage(str(path))
     np.testing.assert_array_equal(array, sitk.GetArrayFromImage(reference))
@@ -120,8 +119,8 @@ def test_slicer_array_equals_simpleitk_array_of_the_same_file(tmp_path):
 def test_volume_round_trip_is_exact_and_copies():
     """Reference: the original array and affine: to-Slicer and back gives them exactly, as an independent copy."""
     volume = Volume(np.random.default_rng(2).normal(size=(4, 5, 6)).astype(np.float32), _oblique_affine())
-    kji, matrix = scene.volume_to_slicer_array(volume)
-    back = scene.volume_from_slicer_array(kji, matrix)
+    kji, matrix = arrays.volume_to_slicer_array(volume)
+    back = arrays.volume_from_slicer_array(kji, matrix)
     np.testing.assert_array_equal(back.array, volume.array)
     np.testing.assert_allclose(back.affine, volume.affine)
     kji[0, 0, 0] = 99.0  # changing the Slicer-side array afterwards leaves the result alone
@@ -130,22 +129,22 @@ def test_volume_round_trip_is_exact_and_copies():
 
 def test_slicer_array_types_and_errors():
     """Slicer rejects 64-bit integer voxels and booleans display badly: they become int32 / uint8. 2D is refused."""
-    kji, _ = scene.volume_to_slicer_array(Volume(np.ones((2, 3, 4), np.int64), np.eye(4)))
+    kji, _ = arrays.volume_to_slicer_array(Volume(np.ones((2, 3, 4), np.int64), np.eye(4)))
     assert kji.dtype == np.int32
-    kji, _ = scene.volume_to_slicer_array(Volume(np.ones((2, 3, 4), bool), np.eye(4)))
+    kji, _ = arrays.volume_to_slicer_array(Volume(np.ones((2, 3, 4), bool), np.eye(4)))
     assert kji.dtype == np.uint8
     with pytest.raises(DiffDefInputError):
-        scene.volume_to_slicer_array(Volume(np.ones((2, 3), np.float32), np.eye(3)))
+        arrays.volume_to_slicer_array(Volume(np.ones((2, 3), np.float32), np.eye(3)))
     with pytest.raises(DiffDefInputError):
-        scene.volume_from_slicer_array(np.zeros((2, 3, 4)), np.eye(3))
+        arrays.volume_from_slicer_array(np.zeros((2, 3, 4)), np.eye(3))
     with pytest.raises(DiffDefInputError):
-        scene.volume_from_slicer_array(np.zeros((2, 3, 4, 3)), np.eye(4))  # vector volumes are not library Volumes
+        arrays.volume_from_slicer_array(np.zeros((2, 3, 4, 3)), np.eye(4))  # vector volumes are not library Volumes
 
 
 def test_split_ijk_to_ras_recomposes_and_rejects_shear():
     """Reference: the input matrix (origin, spacing and directions must recompose it) and VTK's direction convention."""
     affine = _oblique_affine()
-    geometry = scene.split_ijk_to_ras(affine)
+    geometry = arrays.split_ijk_to_ras(affine)
     np.testing.assert_allclose(geometry.ijk_to_ras(), affine, atol=1e-12)
     np.testing.assert_allclose(geometry.spacing, (1.2, 0.9, 2.5))
     np.testing.assert_allclose(geometry.directions.T @ geometry.directions, np.eye(3), atol=1e-12)
@@ -153,7 +152,7 @@ def test_split_ijk_to_ras_recomposes_and_rejects_shear():
     sheared = np.eye(4)
     sheared[0, 1] = 0.5
     with pytest.raises(DiffDefInputError, match="shear"):
-        scene.split_ijk_to_ras(sheared)
+        arrays.split_ijk_to_ras(sheared)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -241,7 +240,7 @@ def test_grid_image_round_trip_and_matrices():
 def test_displacement_magnitude_matches_numpy_norm():
     """Reference: numpy.linalg.norm over the vector axis."""
     u = np.random.default_rng(3).normal(size=(3, 4, 5, 6)).astype(np.float32)
-    np.testing.assert_allclose(scene.displacement_magnitude(u), np.linalg.norm(u, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(arrays.displacement_magnitude(u), np.linalg.norm(u, axis=0), rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -253,39 +252,39 @@ def test_jacobian_window_is_centred_on_one_and_robust():
     rng = np.random.default_rng(4)
     jacobian = 1.0 + 0.2 * rng.standard_normal(10000)
     jacobian[:5] = 50.0  # a few outliers must not stretch the colour scale
-    window = scene.jacobian_window_level(jacobian)
+    window = overlays.jacobian_window_level(jacobian)
     assert window.level == 1.0
     assert window.window / 2 == pytest.approx(np.percentile(np.abs(jacobian - 1.0), 99.0))
     assert window.minimum == pytest.approx(2.0 - window.maximum)
-    assert scene.jacobian_window_level(np.ones(10)).window == pytest.approx(0.1)  # lower limit 0.05 each side
-    assert scene.jacobian_window_level(np.full(10, 9.0)).window == pytest.approx(2.0)  # upper limit 1.0
-    assert scene.jacobian_window_level(half_width=0.3) == scene.WindowLevel(0.6, 1.0)
+    assert overlays.jacobian_window_level(np.ones(10)).window == pytest.approx(0.1)  # lower limit 0.05 each side
+    assert overlays.jacobian_window_level(np.full(10, 9.0)).window == pytest.approx(2.0)  # upper limit 1.0
+    assert overlays.jacobian_window_level(half_width=0.3) == overlays.WindowLevel(0.6, 1.0)
     with pytest.raises(ValueError):
-        scene.jacobian_window_level()
+        overlays.jacobian_window_level()
 
 
 def test_magnitude_window_starts_at_zero():
     """Reference: numpy percentile; at least 1 mm so a near-identity field is not all bright."""
-    window = scene.magnitude_window_level(np.linspace(0, 20, 1001))
+    window = overlays.magnitude_window_level(np.linspace(0, 20, 1001))
     assert window.minimum == pytest.approx(0.0) and window.maximum == pytest.approx(np.percentile(np.linspace(0, 20, 1001), 99))
-    assert scene.magnitude_window_level(np.zeros(10)).maximum == pytest.approx(1.0)
+    assert overlays.magnitude_window_level(np.zeros(10)).maximum == pytest.approx(1.0)
 
 
 def test_overlay_colours_follow_the_diverging_map():
     """Reference: the blue-white-red end and middle colours and linear blending with the grey background."""
-    window = scene.WindowLevel(1.0, 1.0)  # det J from 0.5 (blue) to 1.5 (red)
+    window = overlays.WindowLevel(1.0, 1.0)  # det J from 0.5 (blue) to 1.5 (red)
     background = np.array([[0.0, 100.0], [0.0, 100.0]])
     jacobian = np.array([[0.5, 1.0], [1.5, 3.0]])
-    rgb = scene.overlay_rgb(background, jacobian, window, opacity=1.0, background_percentiles=(0, 100))
+    rgb = overlays.overlay_rgb(background, jacobian, window, opacity=1.0, background_percentiles=(0, 100))
     assert rgb[0, 0].tolist() == [59, 76, 192]
     assert rgb[0, 1].tolist() == [221, 221, 221]
     assert rgb[1, 0].tolist() == [180, 4, 38] == rgb[1, 1].tolist()  # clipped beyond the window
-    grey = scene.overlay_rgb(background, jacobian, window, opacity=0.0, background_percentiles=(0, 100))
+    grey = overlays.overlay_rgb(background, jacobian, window, opacity=0.0, background_percentiles=(0, 100))
     assert grey[0, 0].tolist() == [0, 0, 0] and grey[0, 1].tolist() == [255, 255, 255]
-    half = scene.overlay_rgb(background, jacobian, window, opacity=0.5, background_percentiles=(0, 100))
+    half = overlays.overlay_rgb(background, jacobian, window, opacity=0.5, background_percentiles=(0, 100))
     assert half[0, 1].tolist() == [238, 238, 238]  # (255 + 221) / 2
     with pytest.raises(ValueError):
-        scene.overlay_rgb(np.zeros((2, 2)), np.zeros((3, 2)), window)
+        overlays.overlay_rgb(np.zeros((2, 2)), np.zeros((3, 2)), window)
 
 
 def test_orthogonal_overlay_samples_both_grids_in_world_space(tmp_path):
@@ -295,7 +294,7 @@ def test_orthogonal_overlay_samples_both_grids_in_world_space(tmp_path):
     coarse = np.diag([2.0, 2.0, 2.0, 1.0])
     det = np.where(np.arange(20)[:, None, None] >= 10, 0.5, 1.5) * np.ones((20, 15, 10))  # R >= 20 mm: right half
     jacobian = Volume(det.astype(np.float32), coarse)
-    rgb = scene.orthogonal_overlay(atlas, jacobian, window_level=scene.WindowLevel(1.0, 1.0), opacity=1.0)
+    rgb = overlays.orthogonal_overlay(atlas, jacobian, window_level=overlays.WindowLevel(1.0, 1.0), opacity=1.0)
     axial_width = 40
     assert rgb.shape[1] == axial_width + 40 + 30
     row = 15
@@ -311,13 +310,13 @@ def test_label_colors_use_the_template_table():
     """Reference: the template's LABEL_NAMES / LABEL_COLORS (0..255), scaled to 0..1; background is skipped."""
     from DiffDefAtlasLib.template import LABEL_COLORS, LABEL_NAMES
 
-    rows = scene.label_colors(LABEL_NAMES, LABEL_COLORS)
+    rows = overlays.label_colors(LABEL_NAMES, LABEL_COLORS)
     assert [r[0] for r in rows] == sorted(v for v in LABEL_NAMES if v != 0)
     for value, name, rgb in rows:
         np.testing.assert_allclose(rgb, np.array(LABEL_COLORS[value]) / 255.0, atol=1e-3)
         assert "_" not in name
     assert dict((v, n) for v, n, _ in rows)[1] == "CSF"
-    unknown = scene.label_colors({0: "bg", 7: "lesion", 9: "other"})
+    unknown = overlays.label_colors({0: "bg", 7: "lesion", 9: "other"})
     assert unknown[0][2] != unknown[1][2]
 
 
@@ -329,7 +328,7 @@ def test_folding_from_jacobian_counts_nonpositive_voxels():
 
     det = np.random.default_rng(5).normal(1.0, 0.8, size=(6, 7, 8)).astype(np.float32)
     expected = folding_mask(torch.from_numpy(det)).numpy().astype(np.uint8)
-    np.testing.assert_array_equal(scene.folding_from_jacobian(det), expected)
+    np.testing.assert_array_equal(overlays.folding_from_jacobian(det), expected)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -348,7 +347,7 @@ def _card(**overrides):
 
 def test_condition_controls_show_the_trained_range():
     """Reference: the model card values. Sliders cover exactly the trained range unless extrapolation is allowed."""
-    age, sex, ventricles = scene.condition_controls(_card())
+    age, sex, ventricles = sliders.condition_controls(_card())
     assert (age.slider_minimum, age.slider_maximum) == (45.0, 85.0)
     assert age.label == "age (years)" and age.trained_range_text == "trained: 45–85 years"
     assert age.single_step == 0.5 and age.decimals == 1 and age.default == 65.0
@@ -356,53 +355,53 @@ def test_condition_controls_show_the_trained_range():
     assert sex.trained_range_text == "choices: F, M"
     assert ventricles.default == pytest.approx(32.5)  # no default: middle of the range
     assert ventricles.label == "ventricle volume ml (mL)"
-    assert scene.default_conditions([age, sex]) == {"age": 65.0, "sex": "M"}
+    assert sliders.default_conditions([age, sex]) == {"age": 65.0, "sex": "M"}
 
 
 def test_extrapolation_widens_sliders_but_not_below_zero():
     """Reference: margin x span beyond each end, clipped at 0 for non-negative quantities (ages, volumes)."""
-    age, _, ventricles = scene.condition_controls(_card(), allow_extrapolation=True)
+    age, _, ventricles = sliders.condition_controls(_card(), allow_extrapolation=True)
     assert (age.slider_minimum, age.slider_maximum) == (35.0, 95.0)
     assert ventricles.slider_minimum == 0.0 and ventricles.slider_maximum == pytest.approx(73.75)
     assert (age.minimum, age.maximum) == (45.0, 85.0)  # the trained range itself does not move
     assert age.is_outside_trained_range(90) and not age.is_outside_trained_range(85)
     assert age.clamp(200) == 95.0
-    blocked = scene.condition_controls(_card())[0]
+    blocked = sliders.condition_controls(_card())[0]
     assert blocked.clamp(90) == 85.0  # without extrapolation a stored 90 comes back as 85
 
 
 def test_conditions_outside_trained_range_and_json_round_trip():
     """Reference: hand-picked values on both sides of the trained range; JSON text round trip."""
-    controls = scene.condition_controls(_card(), allow_extrapolation=True)
+    controls = sliders.condition_controls(_card(), allow_extrapolation=True)
     conditions = {"age": 90.0, "sex": "F", "ventricle_volume_ml": 10.0}
-    assert scene.conditions_outside_trained_range(controls, conditions) == ["age"]
-    assert scene.conditions_outside_trained_range(controls, {"sex": "X"}) == ["sex"]
-    text = scene.conditions_to_json(conditions)
-    assert scene.conditions_from_json(text) == conditions
-    assert scene.conditions_from_json("") == {}
+    assert sliders.conditions_outside_trained_range(controls, conditions) == ["age"]
+    assert sliders.conditions_outside_trained_range(controls, {"sex": "X"}) == ["sex"]
+    text = sliders.conditions_to_json(conditions)
+    assert sliders.conditions_from_json(text) == conditions
+    assert sliders.conditions_from_json("") == {}
     with pytest.raises(DiffDefInputError):
-        scene.conditions_from_json("[1, 2]")
+        sliders.conditions_from_json("[1, 2]")
 
 
 def test_bad_model_cards_are_input_errors():
     """A card without a usable range or choices is reported with the model and condition name."""
     bad_range = [SimpleNamespace(name="age", kind="continuous", minimum=50, maximum=50, units="", choices=None, default=None)]
     with pytest.raises(DiffDefInputError, match="age"):
-        scene.condition_controls(_card(conditions=bad_range))
+        sliders.condition_controls(_card(conditions=bad_range))
     no_choices = [SimpleNamespace(name="sex", kind="categorical", minimum=None, maximum=None, units="", choices=[], default=None)]
     with pytest.raises(DiffDefInputError, match="sex"):
-        scene.condition_controls(_card(conditions=no_choices))
+        sliders.condition_controls(_card(conditions=no_choices))
     # Only the kinds a ModelCard accepts: "choice" used to pass here while ModelCard refused it.
     other_kind = [SimpleNamespace(name="sex", kind="choice", minimum=None, maximum=None, units="", choices=["F", "M"], default=None)]
     with pytest.raises(DiffDefInputError, match="expected one of continuous, categorical"):
-        scene.condition_controls(_card(conditions=other_kind))
+        sliders.condition_controls(_card(conditions=other_kind))
 
 
 @pytest.mark.parametrize(("span", "step"), [(45.0, 0.5), (1.0, 0.01), (3000.0, 50.0), (0.3, 0.005), (7.0, 0.1)])
 def test_nice_step_gives_about_a_hundred_round_steps(span, step):
     """Reference: 1-2-5 steps; span / step lies between 50 and 100 steps."""
-    assert scene.nice_step(span) == pytest.approx(step)
-    assert 40 <= span / scene.nice_step(span) <= 100
+    assert sliders.nice_step(span) == pytest.approx(step)
+    assert 40 <= span / sliders.nice_step(span) <= 100
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -410,17 +409,17 @@ def test_nice_step_gives_about_a_hundred_round_steps(span, step):
 
 
 def test_device_choice_maps_combo_box_text():
-    assert [scene.device_choice(t) for t in ("Auto", "CPU", "CUDA (GPU)", "cuda", "")] == ["auto", "cpu", "cuda", "cuda", "auto"]
+    assert [devices.device_choice(t) for t in ("Auto", "CPU", "CUDA (GPU)", "cuda", "")] == ["auto", "cpu", "cuda", "cuda", "auto"]
     with pytest.raises(DiffDefInputError):
-        scene.device_choice("TPU")
+        devices.device_choice("TPU")
 
 
 def test_describe_device_names_the_device_or_explains():
     """Reference: torch.cuda.is_available(): CUDA without a GPU gives the library's explanation, not an exception."""
     import torch
 
-    assert scene.describe_device("cpu").startswith("cpu (")
-    text = scene.describe_device("cuda")
+    assert devices.describe_device("cpu").startswith("cpu (")
+    text = devices.describe_device("cuda")
     if torch.cuda.is_available():
         assert "GiB free" in text
     else:
@@ -430,20 +429,19 @@ def test_describe_device_names_the_device_or_explains():
 def test_missing_requirements_compares_lower_bounds():
     """Reference: hand-made installed versions (a lookup table instead of importlib.metadata)."""
     installed = {"monai": "1.3.2", "nibabel": "5.2.1", "safetensors": "0.4.3", "tqdm": "4.66.1rc1"}
-    assert scene.missing_requirements(version_of=installed.__getitem__) == ["monai>=1.4"]
-    assert scene.missing_requirements(["torch"], version_of=installed.__getitem__) == ["torch"]
-    assert scene.requirement_name("safetensors>=0.4") == "safetensors"
-    assert scene.requirement_name("monai[nibabel] >= 1.4") == "monai"
-    assert scene.missing_requirements() == []  # this environment has everything the extension installs
+    assert dependencies.missing_requirements(version_of=installed.__getitem__) == ["monai>=1.4"]
+    assert dependencies.missing_requirements(["torch"], version_of=installed.__getitem__) == ["torch"]
+    assert dependencies.requirement_name("safetensors>=0.4") == "safetensors"
+    assert dependencies.requirement_name("monai[nibabel] >= 1.4") == "monai"
+    assert dependencies.missing_requirements() == []  # this environment has everything the extension installs
 
 
-def test_scene_and_process_import_without_torch():
+def test_slicer_support_imports_without_torch():
     """Reference: a fresh interpreter's sys.modules. The Slicer module imports these at file scope, before the user
     has installed torch, so they must not pull in torch, MONAI, nibabel, SimpleITK (or VTK, loaded only when used)."""
+    modules = ("arrays", "overlays", "sliders", "devices", "exports", "jobs", "layers", "gui_state", "vtk_grid", "dependencies")
     code = (
-        "import sys, DiffDefAtlasLib.scene, DiffDefAtlasLib.process, DiffDefAtlasLib.slicer_support.layers, "
-        "DiffDefAtlasLib.slicer_support.gui_state, DiffDefAtlasLib.slicer_support.vtk_grid, "
-        "DiffDefAtlasLib.slicer_support.dependencies; "
+        "import sys, " + ", ".join(f"DiffDefAtlasLib.slicer_support.{m}" for m in modules) + "; "
         "print(','.join(m for m in ('torch', 'monai', 'nibabel', 'SimpleITK', 'vtk', 'vtkmodules') if m in sys.modules))"
     )
     root = Path(__file__).resolve().parents[1]
@@ -456,12 +454,12 @@ def test_scene_and_process_import_without_torch():
 
 
 def test_export_stem_is_stable_and_file_system_safe():
-    assert scene.export_stem("brain3d", {"sex": "F", "age": 72.0}) == "brain3d_age-72_sex-F"
-    assert scene.export_stem("brain3d", {"age": 72.5, "group": "a/b c"}, seed=4) == "brain3d_age-72.5_group-a-b-c_seed-4"
-    assert scene.export_stem("m", {}) == "m"
+    assert exports.export_stem("brain3d", {"sex": "F", "age": 72.0}) == "brain3d_age-72_sex-F"
+    assert exports.export_stem("brain3d", {"age": 72.5, "group": "a/b c"}, seed=4) == "brain3d_age-72.5_group-a-b-c_seed-4"
+    assert exports.export_stem("m", {}) == "m"
     # The seed is named only where it changed the atlas (a draw at temperature above 0).
-    assert scene.seed_with_effect(4, {"temperature": 0.0}) is None and scene.seed_with_effect(4, {}) is None
-    assert scene.seed_with_effect(4, {"temperature": 1.0}) == 4 and scene.seed_with_effect("x", {"temperature": 1}) is None
+    assert exports.seed_with_effect(4, {"temperature": 0.0}) is None and exports.seed_with_effect(4, {}) is None
+    assert exports.seed_with_effect(4, {"temperature": 1.0}) == 4 and exports.seed_with_effect("x", {"temperature": 1}) is None
 
 
 def test_export_atlas_writes_readable_files(tmp_path):
@@ -473,9 +471,9 @@ def test_export_atlas_writes_readable_files(tmp_path):
     coarse = Grid((3, 4, 3), _oblique_affine(spacing=(2.0, 2.0, 2.0)))
     u = rng.normal(size=(3, 3, 4, 3)).astype(np.float32)
     jacobian = Volume(rng.normal(1.0, 0.7, size=(3, 4, 3)).astype(np.float32), coarse.affine)
-    written = scene.export_atlas(tmp_path / "out", "brain3d_age-72_seed-0", atlas=atlas, labels=labels, displacement=u,
+    written = exports.export_atlas(tmp_path / "out", "brain3d_age-72_seed-0", atlas=atlas, labels=labels, displacement=u,
                                  grid=coarse, jacobian=jacobian, summary={"model": "brain3d", "conditions": {"age": 72}})
-    assert set(written) == set(scene.EXPORT_SUFFIXES)
+    assert set(written) == set(exports.EXPORT_SUFFIXES)
     assert written["atlas"].name == "brain3d_age-72_seed-0_atlas.nii.gz"
 
     image = nib.load(str(written["atlas"]))
@@ -495,16 +493,16 @@ def test_export_never_replaces_files_without_asking(tmp_path):
     """Reference: the bytes of the user's files. A second export of the same atlas into the folder stops with the
     names of the files it would replace and changes nothing; with overwrite it replaces its own files only."""
     atlas = Volume(np.ones((4, 4, 4), np.float32), np.eye(4))
-    first = scene.export_atlas(tmp_path, "m_seed-0", atlas=atlas, summary={"run": 1})
+    first = exports.export_atlas(tmp_path, "m_seed-0", atlas=atlas, summary={"run": 1})
     (tmp_path / "notes.txt").write_text("user data")
-    other = scene.export_atlas(tmp_path, "m_seed-1", atlas=atlas)
+    other = exports.export_atlas(tmp_path, "m_seed-1", atlas=atlas)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(scene.ExportConflict, match="m_seed-0_atlas.nii.gz") as raised:
-        scene.export_atlas(tmp_path, "m_seed-0", atlas=Volume(np.zeros((4, 4, 4), np.float32), np.eye(4)), summary={"run": 2})
+    with pytest.raises(exports.ExportConflict, match="m_seed-0_atlas.nii.gz") as raised:
+        exports.export_atlas(tmp_path, "m_seed-0", atlas=Volume(np.zeros((4, 4, 4), np.float32), np.eye(4)), summary={"run": 2})
     assert sorted(raised.value.paths) == sorted(first.values())
-    assert [p for p in scene.export_paths(tmp_path, "m_seed-0").values() if p.exists()] == [first["atlas"], first["summary"]]
+    assert [p for p in exports.export_paths(tmp_path, "m_seed-0").values() if p.exists()] == [first["atlas"], first["summary"]]
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    scene.export_atlas(tmp_path, "m_seed-0", atlas=Volume(np.zeros((4, 4, 4), np.float32), np.eye(4)), summary={"run": 2}, overwrite=True)
+    exports.export_atlas(tmp_path, "m_seed-0", atlas=Volume(np.zeros((4, 4, 4), np.float32), np.eye(4)), summary={"run": 2}, overwrite=True)
     assert json.loads(first["summary"].read_text()) == {"run": 2}
     assert (tmp_path / "notes.txt").read_text() == "user data" and other["atlas"].read_bytes() == before[other["atlas"].name]
     assert not [p.name for p in tmp_path.iterdir() if ".part" in p.name]
@@ -515,9 +513,9 @@ def test_export_atlas_refuses_a_file_as_folder(tmp_path):
     target.write_text("x")
     atlas = Volume(np.zeros((2, 2, 2), np.float32), np.eye(4))
     with pytest.raises(DiffDefInputError, match="folder"):
-        scene.export_atlas(target, "x", atlas=atlas)
+        exports.export_atlas(target, "x", atlas=atlas)
     with pytest.raises(ValueError, match="grid"):
-        scene.export_atlas(tmp_path / "o", "x", atlas=atlas, displacement=np.zeros((3, 2, 2, 2)))
+        exports.export_atlas(tmp_path / "o", "x", atlas=atlas, displacement=np.zeros((3, 2, 2, 2)))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -565,7 +563,7 @@ def test_atlas_layers_place_every_array_on_its_grid():
     assert plan.atlas.class_name == plan.jacobian.class_name == plan.magnitude.class_name == layers.SCALAR_VOLUME
     np.testing.assert_allclose(plan.magnitude.array.transpose(2, 1, 0), np.linalg.norm(result.displacement, axis=0), rtol=1e-6)
     assert plan.jacobian_window.level == 1.0
-    assert plan.jacobian_window == scene.jacobian_window_level(result.jacobian.array)
+    assert plan.jacobian_window == overlays.jacobian_window_level(result.jacobian.array)
     record = layers.read_generation_record(plan.record)
     assert record == {"model": "brain3d", "conditions": {"age": 72.0, "sex": "F"}, "seed": 3, "summary": result.summary}
     assert layers.export_stem_for_record(record) == "brain3d_age-72_sex-F"
@@ -643,7 +641,7 @@ def test_slicer_models_keep_3d_cards_in_order():
 
 def test_initial_condition_state_restores_stored_values():
     """Reference: the card defaults and the slider limits (values outside are clamped, unknown names dropped)."""
-    controls = scene.condition_controls(_card())
+    controls = sliders.condition_controls(_card())
     values, used = gui_state.initial_condition_state(controls, {})
     assert values == {"age": 65.0, "sex": "M", "ventricle_volume_ml": 32.5} and used == {"age", "sex", "ventricle_volume_ml"}
     values, used = gui_state.initial_condition_state(controls, {"age": 99, "sex": "F", "unknown": 1})
@@ -654,7 +652,7 @@ def test_initial_condition_state_restores_stored_values():
 
 def test_sweep_range_spans_the_trained_range():
     """Reference: the card's trained range 45..85 in 8 steps of 5, within the slider's limits."""
-    age, sex, _ = scene.condition_controls(_card(), allow_extrapolation=True)
+    age, sex, _ = sliders.condition_controls(_card(), allow_extrapolation=True)
     sweep = gui_state.sweep_range(age)
     assert (sweep.start, sweep.stop, sweep.step) == (45.0, 85.0, 5.0)
     assert (sweep.minimum, sweep.maximum, sweep.step_minimum, sweep.decimals) == (35.0, 95.0, 0.5, 1)
@@ -700,7 +698,7 @@ def test_missing_dependencies_lists_torch_first():
     assert nothing == ["torch", "monai", "nibabel", "safetensors", "tqdm"]
     installed = {"monai": "1.5.0", "nibabel": "5.3.2", "safetensors": "0.5.0", "tqdm": "4.67.0"}
     assert dependencies.missing_dependencies(find_spec=lambda name: object(), version_of=installed.__getitem__) == []
-    assert dependencies.missing_pip_requirements(version_of={}.__getitem__) == list(scene.SLICER_PIP_REQUIREMENTS)
+    assert dependencies.missing_pip_requirements(version_of={}.__getitem__) == list(dependencies.SLICER_PIP_REQUIREMENTS)
     assert dependencies.torch_installed() and dependencies.missing_dependencies() == []
 
 
@@ -730,7 +728,7 @@ def brain3d():
     from DiffDefAtlasLib import api
 
     model, conditions, seed = "brain3d", {"age": 72, "sex": "F"}, 0
-    result = api.generate_atlas(model, conditions, seed=seed, steps=None, device=scene.device_choice("CPU"),
+    result = api.generate_atlas(model, conditions, seed=seed, steps=None, device=devices.device_choice("CPU"),
                                 allow_extrapolation=False)
     return SimpleNamespace(model=model, conditions=conditions, seed=seed, result=result)
 
@@ -767,7 +765,7 @@ def test_logic_generate_path_on_brain3d(brain3d, tmp_path):
     assert gui_state.status_text("Atlas ready", result.summary, 1.0).startswith("Atlas ready on cpu")
     # Export, named from the record stored on the atlas node
     record = layers.read_generation_record(plan.record)
-    written = scene.export_atlas(tmp_path, layers.export_stem_for_record(record), atlas=result.atlas, labels=result.labels,
+    written = exports.export_atlas(tmp_path, layers.export_stem_for_record(record), atlas=result.atlas, labels=result.labels,
                                  displacement=u, grid=grid, jacobian=result.jacobian, summary=record)
     assert written["atlas"].name == "brain3d_age-72_sex-F_atlas.nii.gz"
     np.testing.assert_allclose(np.asarray(nib.load(str(written["jacobian"])).dataobj), result.jacobian.array, rtol=1e-6)

@@ -66,10 +66,14 @@ HEAVY_MODULES = {"torch", "monai", "nibabel", "safetensors", "SimpleITK", "scipy
 #: The only library modules the module files may import at file scope: they need numpy alone (checked in a fresh
 #: interpreter by test_scene.py); the others import torch, directly or through DiffDefAtlasLib.spatial.
 LIGHT_LIBRARY_MODULES = {
-    "DiffDefAtlasLib.scene",
-    "DiffDefAtlasLib.process",
     "DiffDefAtlasLib.slicer_support",
+    "DiffDefAtlasLib.slicer_support.arrays",
     "DiffDefAtlasLib.slicer_support.dependencies",
+    "DiffDefAtlasLib.slicer_support.devices",
+    "DiffDefAtlasLib.slicer_support.exports",
+    "DiffDefAtlasLib.slicer_support.jobs",
+    "DiffDefAtlasLib.slicer_support.overlays",
+    "DiffDefAtlasLib.slicer_support.sliders",
     "DiffDefAtlasLib.slicer_support.gui_state",
     "DiffDefAtlasLib.slicer_support.layers",
     "DiffDefAtlasLib.slicer_support.vtk_grid",
@@ -397,7 +401,7 @@ def test_no_heavy_import_at_file_scope():
 
 def _library_references() -> dict[str, set[str]]:
     """Library module -> names the module files use from it: ``from DiffDefAtlasLib.x import y`` and ``alias.y`` where
-    ``alias`` is an imported library module (``scene``, ``process``, ``layers``, ``api``...)."""
+    ``alias`` is an imported library module (``sliders``, ``jobs``, ``layers``, ``api``...)."""
     wanted: dict[str, set[str]] = {}
     for path in _module_files():
         tree = _tree(path)
@@ -424,10 +428,10 @@ def _is_module(name: str) -> bool:
 
 def test_library_names_used_by_the_module_exist():
     """Reference: the library itself (importlib). Every library name the module files import or call through a module
-    alias (``scene.x``, ``layers.x``, ``api.x``...) must exist, so an API rename in the library fails here rather than
+    alias (``sliders.x``, ``layers.x``, ``api.x``...) must exist, so an API rename in the library fails here rather than
     inside Slicer."""
     wanted = _library_references()
-    assert {"DiffDefAtlasLib.scene", "DiffDefAtlasLib.process", "DiffDefAtlasLib.slicer_support.layers"} <= set(wanted)
+    assert {"DiffDefAtlasLib.slicer_support.sliders", "DiffDefAtlasLib.slicer_support.jobs", "DiffDefAtlasLib.slicer_support.layers"} <= set(wanted)
     problems = []
     for module_name, names in sorted(wanted.items()):
         module = importlib.import_module(module_name)
@@ -538,7 +542,7 @@ def test_console_example_in_docs_uses_existing_logic_methods():
 def test_attributes_used_in_the_docs_exist():
     """Reference: the result classes (ast of AtlasNodes/RegistrationNodes) and the library (BackgroundJob,
     AtlasResult). ``nodes.x``, ``registered.x``, ``registered.result.x`` and ``job.x`` in the examples exist."""
-    from DiffDefAtlasLib.process import BackgroundJob
+    from DiffDefAtlasLib.slicer_support.jobs import BackgroundJob
 
     def fields(name: str) -> set[str]:
         cls = _class(_tree(MODULE_LIB_DIR / f"{name}.py"), name)
@@ -594,9 +598,9 @@ def test_node_names_in_the_docs_match_the_library():
     for pattern in layers.REGISTRATION_NODE_NAMES.values():
         assert f"`{pattern.format(scan='<scan>')}`" in docs, f"docs/slicer.md does not list {pattern!r}"
     assert f"`{layers.atlas_title('brain3d', {'age': 72, 'sex': 'F'})}`" in docs  # temperature 0: no seed in the name
-    from DiffDefAtlasLib import scene
+    from DiffDefAtlasLib.slicer_support import exports
 
-    for suffix in scene.EXPORT_SUFFIXES.values():
+    for suffix in exports.EXPORT_SUFFIXES.values():
         assert f"`<stem>{suffix}`" in docs, f"docs/slicer.md does not list the export file <stem>{suffix}"
 
 

@@ -1,6 +1,6 @@
 """The condition sliders and combo boxes, built from the selected model card.
 
-Ranges, steps, defaults, labels and the trained-range text come from ``DiffDefAtlasLib.scene.condition_controls``; the
+Ranges, steps, defaults, labels and the trained-range text come from ``DiffDefAtlasLib.slicer_support.sliders.condition_controls``; the
 initial values from ``DiffDefAtlasLib.slicer_support.gui_state.initial_condition_state``. This class only makes the
 widgets and reads them back.
 """
@@ -9,7 +9,7 @@ import ctk
 import qt
 from slicer.i18n import tr as _
 
-from DiffDefAtlasLib import scene
+from DiffDefAtlasLib.slicer_support import sliders
 from DiffDefAtlasLib.slicer_support import gui_state
 
 
@@ -24,7 +24,7 @@ class ConditionPanel:
     def __init__(self, ui, onEdited) -> None:
         self.ui = ui
         self.onEdited = onEdited
-        self.controls = {}  # condition name -> scene.ConditionControl
+        self.controls = {}  # condition name -> sliders.ConditionControl
         self.widgets = {}  # condition name -> (value widget, "use" check box)
 
     def clear(self) -> None:
@@ -37,7 +37,7 @@ class ConditionPanel:
 
     def rebuild(self, card, allowExtrapolation: bool, stored: dict) -> None:
         """Replace the rows with those of ``card``; ``stored`` holds the values saved in the parameter node."""
-        controls = scene.condition_controls(card, allow_extrapolation=allowExtrapolation)
+        controls = sliders.condition_controls(card, allow_extrapolation=allowExtrapolation)
         values, used = gui_state.initial_condition_state(controls, stored)
         self.clear()
         self.controls = {c.name: c for c in controls}
@@ -93,4 +93,4 @@ class ConditionPanel:
 
     def outsideTrainedRange(self) -> list:
         """Names of the ticked conditions set outside their trained range."""
-        return scene.conditions_outside_trained_range(list(self.controls.values()), self.conditions())
+        return sliders.conditions_outside_trained_range(list(self.controls.values()), self.conditions())

@@ -10,7 +10,7 @@ from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 class DiffDefAtlasParameterNode:
     """Settings bound to the widgets (``SlicerParameterName`` in the .ui) and the nodes of the current atlas.
 
-    Condition values are JSON text (``DiffDefAtlasLib.scene.conditions_to_json``) because each model card has its own
+    Condition values are JSON text (``DiffDefAtlasLib.slicer_support.sliders.conditions_to_json``) because each model card has its own
     conditions. ``device``, ``deformationDisplay`` and ``foreground`` hold the combo boxes' data values.
     """
 

@@ -1,7 +1,7 @@
 """Long work (registration with refinement, condition sweeps) in a background process, with progress and Cancel.
 
 The job runs ``PythonSlicer -m DiffDefAtlasLib.cli.main register|sweep ...`` (argument lists from
-``DiffDefAtlasLib.process``); a ``qt.QTimer`` polls its output so the GUI stays responsive. Results are loaded only
+``DiffDefAtlasLib.slicer_support.jobs``); a ``qt.QTimer`` polls its output so the GUI stays responsive. Results are loaded only
 after the process exited successfully and wrote every expected file; a cancelled or failed job, or results that fail
 to load, leave the scene as it was (nodes added while loading are removed again), and the job's temporary folder is
 always deleted.
@@ -15,7 +15,7 @@ from pathlib import Path
 import qt
 import slicer
 
-from DiffDefAtlasLib import process, scene
+from DiffDefAtlasLib.slicer_support import devices, jobs
 from DiffDefAtlasLib.slicer_support import layers
 
 from .MRMLConversion import MRMLConversion
@@ -50,7 +50,7 @@ class JobLauncher:
         ``onProgress(fraction, message)`` follows the job; ``onDone(job, result, error)`` is called once, with
         ``result`` ``None`` when the job was cancelled or failed.
         """
-        runner = process.SubprocessRunner()
+        runner = jobs.SubprocessRunner()
         timer = qt.QTimer()
         timer.setInterval(200)
 
@@ -58,21 +58,21 @@ class JobLauncher:
             timer.stop()
             result, error = None, job.error
             try:
-                if job.state is process.JobState.SUCCEEDED:
+                if job.state is jobs.JobState.SUCCEEDED:
                     before = self._nodeIDs()
                     try:
                         result = finish(job)
                     except Exception as exception:  # loading failed: undo it and report it like a failed job
                         logging.exception("DiffDefAtlas: loading the results failed")
                         self._removeNodesAddedSince(before)
-                        job.state, error, result = process.JobState.FAILED, f"loading the results failed: {exception}", None
+                        job.state, error, result = jobs.JobState.FAILED, f"loading the results failed: {exception}", None
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             if onDone:
                 onDone(job, result, error)
 
-        environment = process.library_environment(slicer.util.startupEnvironment(), self.libraryParent)
-        job = process.BackgroundJob(runner, process.python_executable(), arguments, environment=environment,
+        environment = jobs.library_environment(slicer.util.startupEnvironment(), self.libraryParent)
+        job = jobs.BackgroundJob(runner, jobs.python_executable(), arguments, environment=environment,
                                     expected_outputs=expected, on_progress=onProgress, on_log=logging.info, on_done=done,
                                     progress_from_line=progressFromLine)
         timer.timeout.connect(runner.poll)
@@ -85,7 +85,7 @@ class JobLauncher:
     def startRegistration(self, movingNode, atlasNode, atlasLabelsNode, show, *, refine: int = 50, affine: bool = True,
                           device: str = "auto", onProgress=None, onDone=None):
         """Run ``diffdef-atlas register`` on the scan and the atlas (and its labels); ``show(result)`` makes the nodes
-        from ``process.read_register_outputs`` once the job succeeded."""
+        from ``jobs.read_register_outputs`` once the job succeeded."""
         from DiffDefAtlasLib.imageio import write_image
 
         work = self.jobFolder("register")
@@ -99,10 +99,10 @@ class JobLauncher:
         except Exception:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        arguments = process.register_arguments(moving, fixed, out, fixed_labels=fixedLabels, refine=refine, affine=affine,
-                                               device=scene.device_choice(device))
-        expected = [out / name for name in process.REGISTER_OUTPUTS]
-        return self.start(arguments, work, expected, lambda job: show(process.read_register_outputs(out)),
+        arguments = jobs.register_arguments(moving, fixed, out, fixed_labels=fixedLabels, refine=refine, affine=affine,
+                                               device=devices.device_choice(device))
+        expected = [out / name for name in jobs.REGISTER_OUTPUTS]
+        return self.start(arguments, work, expected, lambda job: show(jobs.read_register_outputs(out)),
                           onProgress, onDone)
 
     def startSweep(self, model: str, vary: tuple, conditions: dict, *, seed: int = 0, steps=None, device: str = "auto",
@@ -111,19 +111,19 @@ class JobLauncher:
         (played with the Sequences toolbar)."""
         work = self.jobFolder("sweep")
         out = work / "out"
-        arguments = process.sweep_arguments(model, vary, conditions, out, seed=seed, steps=steps,
-                                            device=scene.device_choice(device), allow_extrapolation=allowExtrapolation)
-        values = process.sweep_values(*vary[1:])
+        arguments = jobs.sweep_arguments(model, vary, conditions, out, seed=seed, steps=steps,
+                                            device=devices.device_choice(device), allow_extrapolation=allowExtrapolation)
+        values = jobs.sweep_values(*vary[1:])
 
         def finish(job):
             from DiffDefAtlasLib.imageio import read_image
 
-            files = process.sweep_atlas_files(out)
+            files = jobs.sweep_atlas_files(out)
             if not files:
                 raise RuntimeError(f"the sweep wrote no atlas files into {out}")
             sequence = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", f"{model} sweep over {vary[0]}")
             sequence.SetIndexName(vary[0])
-            for label, path in zip(process.sweep_labels(values, len(files)), files):
+            for label, path in zip(jobs.sweep_labels(values, len(files)), files):
                 item = MRMLConversion.volumeNode(layers.volume_layer(read_image(path), f"{vary[0]} {label}"))
                 sequence.SetDataNodeAtValue(item, label)
                 MRMLConversion.removeNode(item)

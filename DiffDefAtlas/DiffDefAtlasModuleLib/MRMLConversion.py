@@ -1,13 +1,13 @@
 """Library volumes and displacement fields in and out of MRML nodes.
 
-Every array order, matrix and vector convention is decided in ``DiffDefAtlasLib`` (``scene.volume_to_slicer_array``,
+Every array order, matrix and vector convention is decided in ``DiffDefAtlasLib`` (``arrays.volume_to_slicer_array``,
 ``slicer_support.layers``, ``slicer_support.vtk_grid``) and tested there; this class only calls Slicer with them.
 """
 
 import slicer
 import vtk
 
-from DiffDefAtlasLib import scene
+from DiffDefAtlasLib.slicer_support import arrays
 from DiffDefAtlasLib.slicer_support import layers, vtk_grid
 
 
@@ -36,7 +36,7 @@ class MRMLConversion:
             raise ValueError(f"{node.GetName()} is under a transform: harden it first (Data module, right-click, Harden transform)")
         matrix = vtk.vtkMatrix4x4()
         node.GetIJKToRASMatrix(matrix)
-        return scene.volume_from_slicer_array(slicer.util.arrayFromVolume(node), slicer.util.arrayFromVTKMatrix(matrix))
+        return arrays.volume_from_slicer_array(slicer.util.arrayFromVolume(node), slicer.util.arrayFromVTKMatrix(matrix))
 
     @staticmethod
     def sameGeometry(volumeNode, layer) -> bool:

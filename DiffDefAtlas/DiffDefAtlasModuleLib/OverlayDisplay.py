@@ -1,10 +1,10 @@
 """Overlays in the slice views: the deformation grid or glyphs, the Jacobian and displacement-magnitude foregrounds
 with their colour legends, and the folding segment. The settings come from ``DiffDefAtlasLib.slicer_support.gui_state``
-and ``DiffDefAtlasLib.scene``."""
+and ``DiffDefAtlasLib.slicer_support.overlays``."""
 
 import slicer
 
-from DiffDefAtlasLib import scene
+from DiffDefAtlasLib.slicer_support import overlays
 from DiffDefAtlasLib.slicer_support import gui_state
 
 JACOBIAN_LEGEND_TITLE = "det J"
@@ -54,12 +54,12 @@ class OverlayDisplay:
         if p.deformation:
             OverlayDisplay.showDeformation(p.deformation, p.deformationDisplay, p.deformationScale, p.gridSpacing)
         if p.jacobianVolume:
-            window = scene.jacobian_window_level(half_width=p.jacobianHalfWidth)
-            OverlayDisplay.colourVolume(p.jacobianVolume, scene.JACOBIAN_COLOR_NODE_ID, window, JACOBIAN_LEGEND_TITLE,
+            window = overlays.jacobian_window_level(half_width=p.jacobianHalfWidth)
+            OverlayDisplay.colourVolume(p.jacobianVolume, overlays.JACOBIAN_COLOR_NODE_ID, window, JACOBIAN_LEGEND_TITLE,
                                         p.foreground == "jacobian")
         if p.magnitudeVolume:
-            window = scene.magnitude_window_level(slicer.util.arrayFromVolume(p.magnitudeVolume))
-            OverlayDisplay.colourVolume(p.magnitudeVolume, scene.MAGNITUDE_COLOR_NODE_ID, window, MAGNITUDE_LEGEND_TITLE,
+            window = overlays.magnitude_window_level(slicer.util.arrayFromVolume(p.magnitudeVolume))
+            OverlayDisplay.colourVolume(p.magnitudeVolume, overlays.MAGNITUDE_COLOR_NODE_ID, window, MAGNITUDE_LEGEND_TITLE,
                                         p.foreground == "magnitude")
         if p.foldingSegmentation and p.foldingSegmentation.GetDisplayNode():
             p.foldingSegmentation.GetDisplayNode().SetVisibility(p.showFolding)

@@ -2,7 +2,7 @@
 
 import slicer
 
-from DiffDefAtlasLib import scene
+from DiffDefAtlasLib.slicer_support import overlays
 from DiffDefAtlasLib.slicer_support import layers
 
 from .MRMLConversion import MRMLConversion
@@ -21,7 +21,7 @@ class SegmentationBuilder:
             return node
         from DiffDefAtlasLib.template import LABEL_COLORS, LABEL_NAMES
 
-        rows = scene.label_colors(LABEL_NAMES, LABEL_COLORS)
+        rows = overlays.label_colors(LABEL_NAMES, LABEL_COLORS)
         node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_TABLE_NAME)
         node.SetTypeToUser()
         node.SetNumberOfColors(max(row[0] for row in rows) + 1)

@@ -1,6 +1,6 @@
 """Which packages the extension still has to install inside 3D Slicer.
 
-torch comes from the PyTorch extension (``PyTorchUtils``); the rest (:data:`DiffDefAtlasLib.scene.SLICER_PIP_REQUIREMENTS`)
+torch comes from the PyTorch extension (``PyTorchUtils``); the rest (:data:`SLICER_PIP_REQUIREMENTS`)
 from pip. NumPy, SimpleITK, VTK and Pillow ship with Slicer.
 
 Example:
@@ -12,7 +12,53 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from ..scene import SLICER_PIP_REQUIREMENTS, TORCH_REQUIREMENT, missing_requirements, requirement_name
+import re
+
+#: Extra Python packages the extension installs with pip inside Slicer (after asking). torch comes from the PyTorch
+#: extension; numpy, SimpleITK, vtk and pillow ship with Slicer.
+SLICER_PIP_REQUIREMENTS = ("monai>=1.4", "nibabel>=5.0", "safetensors>=0.4", "tqdm>=4.60")
+#: The minimum torch version, passed to ``PyTorchUtils``.
+TORCH_REQUIREMENT = ">=2.1"
+
+
+def requirement_name(requirement: str) -> str:
+    """The distribution name of a pip requirement: ``"monai>=1.4"`` gives ``"monai"``."""
+    return re.split(r"[\s<>=!~;\[]", requirement.strip(), maxsplit=1)[0]
+
+
+def missing_requirements(requirements: Sequence[str] = SLICER_PIP_REQUIREMENTS, version_of=None) -> list[str]:
+    """The requirements not yet satisfied; ``version_of(name)`` returns an installed version or raises.
+
+    Only ``>=`` lower bounds are compared (that is all :data:`SLICER_PIP_REQUIREMENTS` uses).
+
+    Example:
+        >>> missing_requirements(["monai>=1.4", "tqdm"], version_of={"monai": "1.3.2", "tqdm": "4.66"}.__getitem__)
+        ['monai>=1.4']
+    """
+    if version_of is None:
+        from importlib.metadata import version as version_of
+    missing = []
+    for requirement in requirements:
+        name = requirement_name(requirement)
+        try:
+            installed = str(version_of(name))
+        except Exception:  # PackageNotFoundError, KeyError from a lookup table
+            missing.append(requirement)
+            continue
+        match = re.search(r">=\s*([0-9][0-9.]*)", requirement)
+        if match and _version_tuple(installed) < _version_tuple(match.group(1)):
+            missing.append(requirement)
+    return missing
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    numbers = []
+    for part in re.split(r"[.+-]", text):
+        digits = re.match(r"\d+", part)
+        if not digits:
+            break
+        numbers.append(int(digits.group()))
+    return tuple(numbers)
 
 
 def torch_installed(find_spec: Callable[[str], Any] | None = None) -> bool:

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..scene import ConditionControl, jacobian_window_level
+from .overlays import jacobian_window_level
+from .sliders import ConditionControl
 
 #: The *Deformation* choices of the module and the foreground overlays, as stored in the parameter node.
 DEFORMATION_MODES = ("grid", "glyph", "none")
@@ -41,7 +42,7 @@ def initial_condition_state(
     yet (a new model).
 
     Example:
-        >>> from DiffDefAtlasLib.scene import ConditionControl
+        >>> from DiffDefAtlasLib.slicer_support.sliders import ConditionControl
         >>> age = ConditionControl("age", "age", "continuous", minimum=45, maximum=85, slider_minimum=45,
         ...                        slider_maximum=85, default=65.0)
         >>> initial_condition_state([age], {"age": 99})
@@ -70,7 +71,7 @@ def sweep_range(control: ConditionControl, steps: int = 8) -> SweepRange:
     """The trained range in about ``steps`` steps (never finer than the slider step); limits are the slider's.
 
     Example:
-        >>> from DiffDefAtlasLib.scene import ConditionControl
+        >>> from DiffDefAtlasLib.slicer_support.sliders import ConditionControl
         >>> age = ConditionControl("age", "age", "continuous", minimum=45, maximum=85, slider_minimum=35,
         ...                        slider_maximum=95, single_step=0.5, decimals=1)
         >>> sweep_range(age)
@@ -131,7 +132,7 @@ def overlay_summary(summary: Mapping[str, Any] | None) -> str:
 
 
 def auto_jacobian_half_width(jacobian: np.ndarray, limits: tuple[float, float] = (0.05, 2.0)) -> float:
-    """The *Auto* Jacobian range: half the window of :func:`DiffDefAtlasLib.scene.jacobian_window_level`, kept
+    """The *Auto* Jacobian range: half the window of :func:`DiffDefAtlasLib.slicer_support.overlays.jacobian_window_level`, kept
     within ``limits`` (the range of the parameter node's ``jacobianHalfWidth``)."""
     half = jacobian_window_level(jacobian).window / 2.0
     return float(min(limits[1], max(limits[0], half)))

@@ -21,16 +21,9 @@ from typing import Any, Mapping, cast
 
 import numpy as np
 
-from ..scene import (
-    WindowLevel,
-    displacement_magnitude,
-    export_stem,
-    folding_from_jacobian,
-    jacobian_window_level,
-    magnitude_window_level,
-    seed_with_effect,
-    volume_to_slicer_array,
-)
+from .arrays import displacement_magnitude, volume_to_slicer_array
+from .exports import export_stem, seed_with_effect
+from .overlays import WindowLevel, folding_from_jacobian, jacobian_window_level, magnitude_window_level
 
 SCALAR_VOLUME = "vtkMRMLScalarVolumeNode"
 LABEL_VOLUME = "vtkMRMLLabelMapVolumeNode"
@@ -115,7 +108,7 @@ class RegistrationLayers:
 
 def atlas_title(model: str, conditions: Mapping[str, Any], seed: int | None = None) -> str:
     """The common start of every atlas node name: model, conditions (sorted) and the seed when it has an effect,
-    separated by spaces (the rule of :func:`~DiffDefAtlasLib.scene.export_stem`)."""
+    separated by spaces (the rule of :func:`~DiffDefAtlasLib.slicer_support.exports.export_stem`)."""
     return export_stem(model, conditions, seed).replace("_", " ")
 
 
@@ -195,7 +188,7 @@ def atlas_layers(result, *, model: str, conditions: Mapping[str, Any], seed: int
 
 
 def registration_layers(result, scan_name: str) -> RegistrationLayers:
-    """The nodes for a library ``RegistrationResult`` (or :func:`DiffDefAtlasLib.process.read_register_outputs`)."""
+    """The nodes for a library ``RegistrationResult`` (or :func:`DiffDefAtlasLib.slicer_support.jobs.read_register_outputs`)."""
     names = registration_node_names(scan_name)
     labels = getattr(result, "labels_on_moving", None)
     return RegistrationLayers(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import DiffDefInputError
-from ..scene import ImageGeometry, split_ijk_to_ras
+from .arrays import ImageGeometry, split_ijk_to_ras
 
 if TYPE_CHECKING:
     from ..spatial import Grid

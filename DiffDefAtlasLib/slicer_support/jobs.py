@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
-from .results import REGISTER_FILES
-from .progress import PROGRESS_ENV, PROGRESS_PREFIX, Progress, format_progress, parse_progress, progress_reporter  # noqa: F401 (the job protocol)
+from ..results import REGISTER_FILES
+from ..progress import PROGRESS_ENV, PROGRESS_PREFIX, Progress, format_progress, parse_progress, progress_reporter  # noqa: F401 (the job protocol)
 
 CLI_MODULE = "DiffDefAtlasLib.cli.main"
 
@@ -157,8 +157,8 @@ def read_register_outputs(out_dir: str | Path) -> RegisterOutputs:
 
     import numpy as np
 
-    from .imageio import read_image
-    from .fieldio import load_displacement
+    from ..imageio import read_image
+    from ..fieldio import load_displacement
 
     out = Path(out_dir)
     u, grid = load_displacement(out / REGISTER_FILES["displacement"])

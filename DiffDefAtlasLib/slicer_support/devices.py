@@ -1,0 +1,43 @@
+"""The device a user picks in the Slicer module (auto, cpu, cuda), and its description for the GUI."""
+
+from __future__ import annotations
+
+from ..errors import DiffDefInputError
+
+
+def device_choice(text: str) -> str:
+    """Map the device combo box text (``Auto`` / ``CPU`` / ``CUDA``) to the library's ``auto`` / ``cpu`` / ``cuda``."""
+    value = str(text).strip().lower()
+    if value.startswith("cuda") or value.startswith("gpu"):
+        return "cuda"
+    if value.startswith("cpu"):
+        return "cpu"
+    if value in ("", "auto", "automatic"):
+        return "auto"
+    raise DiffDefInputError(f"device must be Auto, CPU or CUDA, found {text!r}")
+
+
+def describe_device(choice: str = "auto") -> str:
+    """One line naming the device a choice resolves to, with free GPU memory for CUDA (imports torch).
+
+    A CUDA choice without a usable GPU gives the library's explanation instead of raising, for a GUI label.
+
+    Example:
+        >>> describe_device("cpu")  # doctest: +SKIP
+        'cpu (8 threads)'
+    """
+    import torch
+
+    from ..device import describe_device as device_name
+    from ..device import select_device
+
+    choice = device_choice(choice)
+    try:
+        device = select_device(choice)
+    except DiffDefInputError as error:
+        return str(error)
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return f"{device_name(device)}, {free / 1024**3:.1f} of {total / 1024**3:.1f} GiB free"
+    text = f"{device_name(device)} ({torch.get_num_threads()} threads)"
+    return text + ("; no CUDA GPU found" if choice == "auto" else "")
