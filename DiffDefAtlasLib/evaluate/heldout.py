@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -106,6 +107,86 @@ def warped_label_sizes(labels: torch.Tensor, velocities: np.ndarray, velocity_gr
     return {k: np.array(v) for k, v in sizes.items()}
 
 
+@dataclass
+class HeldoutImages:
+    """The template, its brain mask and labels as tensors on the template grid, and the held-out images there."""
+
+    grid: Grid
+    brain: np.ndarray
+    mask: torch.Tensor
+    template: torch.Tensor
+    labels: torch.Tensor
+    images: torch.Tensor
+
+
+def heldout_images(template: Volume, mask: Volume, labels: Volume, images: torch.Tensor) -> HeldoutImages:
+    """The inputs of :func:`evaluate_heldout` as tensors (images ``(N, 1, *shape)`` already on the template grid)."""
+    brain = np.asarray(mask.array) > 0
+    return HeldoutImages(
+        grid=template.grid,
+        brain=brain,
+        mask=torch.from_numpy(brain.astype(np.float32))[None, None],
+        template=torch.from_numpy(np.array(template.array, dtype=np.float32))[None, None],
+        labels=torch.from_numpy(np.array(labels.array, dtype=np.int64))[None, None],
+        images=images,
+    )
+
+
+def data_trend(data: HeldoutImages, trend_fields, result: EvaluationResult) -> Callable[[float, float], dict[str, float]]:
+    """The training data's label-size trend (least squares on age and sex of the template labels warped by each
+    training subject's fitted deformation); records its points and a note in ``result``."""
+    sizes = warped_label_sizes(data.labels, trend_fields.velocities, trend_fields.grid, data.grid, LABELS)
+    ages = np.asarray(trend_fields.conditions["age"], np.float64)
+    sex_codes = np.asarray(trend_fields.conditions["sex"], np.float64)
+    result.data_points = {"age": ages.tolist(), "sex": ["F" if s == 0 else "M" for s in sex_codes], "ventricle": sizes["lateral_ventricles"].tolist(),
+                          "units": "mm^2" if data.grid.spatial_dims == 2 else "mL"}
+    result.notes.append(f"data trend: template labels warped by the {len(ages)} training subjects' fitted deformations, least squares on age and sex")
+    return label_trend_model(sizes, ages, sex_codes)
+
+
+@torch.no_grad()
+def own_atlas_deformation(method, subject_conditions: Sequence[dict[str, Any]], data: HeldoutImages, network) -> float:
+    """Mean over the held-out images of the deformation (mm, in the brain) that registers each to the atlas of its
+    own conditions."""
+    grid = data.grid
+    own_atlases = [warp_image(data.template, method.displacement(conditions, grid).float(), grid) for conditions in subject_conditions]
+    d_own = register_images(network, torch.cat(own_atlases), data.images, data.mask, grid)
+    return float(np.mean([float(vector_length(d)[torch.from_numpy(data.brain)].mean()) for d in d_own]))
+
+
+def score_target(
+    method, target: dict[str, Any], data: HeldoutImages, network, weights: np.ndarray, own: float,
+    predict: Callable[[float, float], dict[str, float]] | None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The metrics row of one method at one target condition, and the atlas and Jacobian mid-slices for the figures."""
+    grid, brain = data.grid, data.brain
+    with torch.no_grad():
+        u = method.displacement(target, grid).float()
+        atlas = warp_image(data.template, u, grid)
+        warped_labels = warp_labels(data.labels, u.double(), grid)[0, 0].numpy()
+        d = register_images(network, atlas, data.images, data.mask, grid)
+    sizes_now = label_volumes(warped_labels, grid, LABELS)
+    row: dict[str, Any] = {"method": method.name, **target}
+    row["centrality_mm"] = centrality(weighted_mean_displacement(d.double(), weights), brain) if weights.sum() > 1e-9 else float("nan")
+    row["own_atlas_deformation_mm"] = own
+    if predict is not None:
+        expected = predict(float(target["age"]), 0.0 if str(target.get("sex", "F")).upper() == "F" else 1.0)
+        errors = volume_errors(sizes_now, expected)
+        row["ventricle_trend_error"] = errors["lateral_ventricles"]
+        row["tissue_trend_error"] = float(np.mean([errors[k] for k in ("csf", "gm", "wm")]))
+    else:
+        row["ventricle_trend_error"] = row["tissue_trend_error"] = float("nan")
+    reg = regularity(u, grid, brain)
+    row["folding_nonpositive_pct"] = 100.0 * reg["folding_nonpositive"]
+    row["folding_negative_pct"] = 100.0 * reg["folding_negative"]
+    row["smoothness_grad_detj"] = reg["smoothness_grad_detj"]
+    atlas_np = atlas[0, 0].numpy()
+    row["sharpness"] = sharpness(atlas_np, grid, brain)
+    row["ventricle_size"] = sizes_now["lateral_ventricles"]
+    slices = {"atlas": mid_slice(atlas_np), "jacobian": mid_slice(jacobian_determinant(u.double(), grid)[0].numpy())}
+    return row, slices
+
+
 def evaluate_heldout(
     methods: Sequence[Any],
     template: Volume,
@@ -127,69 +208,27 @@ def evaluate_heldout(
     ``specs`` define the normalised condition space of the weights (conditions set in a target only).
     """
     started = time.perf_counter()
-    grid = template.grid
-    brain = np.asarray(mask.array) > 0
-    mask_t = torch.from_numpy(brain.astype(np.float32))[None, None]
-    image_t = torch.from_numpy(np.array(template.array, dtype=np.float32))[None, None]
-    labels_t = torch.from_numpy(np.array(labels.array, dtype=np.int64))[None, None]
-    names = LABELS
-    size_key = "ventricle_size"
+    data = heldout_images(template, mask, labels, images)
     result = EvaluationResult(name, metric_names=list(METRICS), units=dict(UNITS))
     result.methods = {m.name: m.description for m in methods}
     result.notes.append(
-        f"{len(images)} held-out images registered to every atlas with the bundled learned {grid.spatial_dims}D registration network "
+        f"{len(images)} held-out images registered to every atlas with the bundled learned {data.grid.spatial_dims}D registration network "
         f"(no affine: images already template-aligned); centrality weights Gaussian in normalised condition space, sigma {sigma:g}"
     )
     subject_points = np.stack([normalised_conditions(specs, c) for c in subject_conditions])
-    predict = None
-    if trend_fields is not None:
-        sizes = warped_label_sizes(labels_t, trend_fields.velocities, trend_fields.grid, grid, names)
-        ages = np.asarray(trend_fields.conditions["age"], np.float64)
-        sex_codes = np.asarray(trend_fields.conditions["sex"], np.float64)
-        predict = label_trend_model(sizes, ages, sex_codes)
-        result.data_points = {"age": ages.tolist(), "sex": ["F" if s == 0 else "M" for s in sex_codes], "ventricle": sizes["lateral_ventricles"].tolist(),
-                              "units": "mm^2" if grid.spatial_dims == 2 else "mL"}
-        result.notes.append(f"data trend: template labels warped by the {len(ages)} training subjects' fitted deformations, least squares on age and sex")
+    predict = data_trend(data, trend_fields, result) if trend_fields is not None else None
     for method in methods:
         if progress:
             progress(f"{name} {method.name}: own-condition atlases")
-        own_atlases = []
-        with torch.no_grad():
-            for conditions in subject_conditions:
-                u = method.displacement(conditions, grid).float()
-                own_atlases.append(warp_image(image_t, u, grid))
-            d_own = register_images(network, torch.cat(own_atlases), images, mask_t, grid)
-        own = [float(vector_length(d)[torch.from_numpy(brain)].mean()) for d in d_own]
+        own = own_atlas_deformation(method, subject_conditions, data, network)
         for target in targets:
             label = condition_label(target)
             if progress:
                 progress(f"{name} {method.name} {label}")
-            with torch.no_grad():
-                u = method.displacement(target, grid).float()
-                atlas = warp_image(image_t, u, grid)
-                warped_labels = warp_labels(labels_t, u.double(), grid)[0, 0].numpy()
-                d = register_images(network, atlas, images, mask_t, grid)
             weights = condition_weights(subject_points, normalised_conditions(specs, target), sigma)
-            sizes_now = label_volumes(warped_labels, grid, names)
-            row: dict[str, Any] = {"method": method.name, **target}
-            row["centrality_mm"] = centrality(weighted_mean_displacement(d.double(), weights), brain) if weights.sum() > 1e-9 else float("nan")
-            row["own_atlas_deformation_mm"] = float(np.mean(own))
-            if predict is not None:
-                expected = predict(float(target["age"]), 0.0 if str(target.get("sex", "F")).upper() == "F" else 1.0)
-                errors = volume_errors(sizes_now, expected)
-                row["ventricle_trend_error"] = errors["lateral_ventricles"]
-                row["tissue_trend_error"] = float(np.mean([errors[k] for k in ("csf", "gm", "wm")]))
-            else:
-                row["ventricle_trend_error"] = row["tissue_trend_error"] = float("nan")
-            reg = regularity(u, grid, brain)
-            row["folding_nonpositive_pct"] = 100.0 * reg["folding_nonpositive"]
-            row["folding_negative_pct"] = 100.0 * reg["folding_negative"]
-            row["smoothness_grad_detj"] = reg["smoothness_grad_detj"]
-            atlas_np = atlas[0, 0].numpy()
-            row["sharpness"] = sharpness(atlas_np, grid, brain)
-            row[size_key] = sizes_now["lateral_ventricles"]
+            row, slices = score_target(method, target, data, network, weights, own, predict)
             result.rows.append(row)
-            result.slices[(method.name, label)] = {"atlas": mid_slice(atlas_np), "jacobian": mid_slice(jacobian_determinant(u.double(), grid)[0].numpy())}
+            result.slices[(method.name, label)] = slices
     result.seconds = time.perf_counter() - started
     return result
 
