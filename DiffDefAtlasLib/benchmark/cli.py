@@ -14,6 +14,9 @@ import json
 from pathlib import Path
 
 from ..errors import DiffDefInputError
+from . import suites
+from ..device import select_device
+from ..generate.bundled import resolve_model
 
 SUITES = ("generation", "registration", "training", "grid")
 
@@ -76,9 +79,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
     """Run the chosen suites; print a readable summary and the JSON."""
     import torch
 
-    from ..device import select_device
-    from ..generate.bundled import resolve_model
-    from . import suites
 
     chosen = [s.strip() for s in args.suites.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SUITES]

@@ -18,6 +18,14 @@ import numpy as np
 import torch
 
 from .timing import measure, memory_figures
+from ..generate import load_generator
+from ..generate.atlas import template_images
+from ..generate.bundled import resolve_model
+from ..generate.networks import autoencoder_factor, build_generator_network
+from ..imageio import Volume
+from ..register import register_to_atlas
+from ..spatial import integrate_velocity, resample_displacement, warp_image
+from ..train.stages import AutoencoderObjective, DiffusionObjective, pad_fields
 
 
 def _sync(device: torch.device):
@@ -26,7 +34,6 @@ def _sync(device: torch.device):
 
 def generation_latency(model: str = "brain3d", device: str = "cpu", repeats: int = 5, steps: int | None = None) -> dict[str, Any]:
     """Median time of ``Generator.generate`` (seed varies per call) and of its stages; the first call is reported apart."""
-    from ..generate import load_generator
 
     generator = load_generator(model, device)
     conditions = {"age": generator.card.condition("age").default or 60.0} if "age" in generator.card.condition_names else {}
@@ -55,8 +62,6 @@ def generation_latency(model: str = "brain3d", device: str = "cpu", repeats: int
 
 def _synthetic_subject(spatial_dims: int, seed: int = 0):
     """A template-aligned test subject: the template warped by a smooth random deformation; returns (subject, template, mask)."""
-    from ..imageio import Volume
-    from ..spatial import integrate_velocity, warp_image
 
     if spatial_dims == 3:
         from ..template import load_template
@@ -80,7 +85,6 @@ def _synthetic_subject(spatial_dims: int, seed: int = 0):
 
 def registration_latency(spatial_dims: int = 3, repeats: int = 5, refine: int = 50, device: str = "cpu") -> dict[str, Any]:
     """Latency of registering a synthetic subject to the template: learned network only, and with ``refine`` Adam steps."""
-    from ..register import register_to_atlas
 
     subject, template, mask = _synthetic_subject(spatial_dims)
     out: dict[str, Any] = {"spatial_dims": spatial_dims, "grid": list(template.grid.shape), "device": device, "refine_steps": refine}
@@ -96,9 +100,6 @@ def registration_latency(spatial_dims: int = 3, repeats: int = 5, refine: int = 
 def training_throughput(model: str = "brain3d", steps: int = 3, stages: Sequence[str] = ("autoencoder", "diffusion", "mp"), batch_sizes: dict[str, int] | None = None) -> dict[str, Any]:
     """Seconds per optimiser step and samples per second of each training stage's objective, on CPU, random data of
     the model's shapes (the cost does not depend on the values). The MP stage uses the frozen registration network."""
-    from ..generate.bundled import resolve_model
-    from ..generate.networks import autoencoder_factor, build_generator_network
-    from ..train.stages import AutoencoderObjective, DiffusionObjective, pad_fields
 
     card = resolve_model(model)
     torch.manual_seed(0)
@@ -154,9 +155,6 @@ def training_throughput(model: str = "brain3d", steps: int = 3, stages: Sequence
 def grid_latency(model: str = "brain3d", spacings: Sequence[float] = (3.0, 2.0, 1.5), repeats: int = 3, device: str = "cpu") -> dict[str, Any]:
     """Integration of one generated velocity plus the template warp on working grids of ``spacings`` (mm) over the
     model's working field of view; ratios are relative to the model's own working spacing when it is among them."""
-    from ..generate import load_generator
-    from ..generate.atlas import template_images
-    from ..spatial import integrate_velocity, resample_displacement, warp_image
 
     generator = load_generator(model, device)
     card = generator.card

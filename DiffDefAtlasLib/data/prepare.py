@@ -34,6 +34,8 @@ from .cohort import Cohort, Subject, read_cohort, write_cohort
 from ..conditions.columns import ColumnSpec, condition_spec
 from .measure import VOLUME_KEYS, propagated_volumes, tissue_volumes
 from .preprocess import PrepareSettings, PreparedSubject, preprocess_volume
+from ..resources import resource_path
+from ..template import load_template
 
 PREPARED_CSV = "cohort_prepared.csv"
 REPORT_JSON = "prepare_report.json"
@@ -87,7 +89,6 @@ def file_digest(path: Path) -> str:
 
 def cache_key(subject: Subject, settings: PrepareSettings, labels_convention: str) -> str:
     """The cache key of one subject: hash of input contents, settings, template description and version."""
-    from ..resources import resource_path
 
     parts = {
         "image": file_digest(subject.image),
@@ -121,7 +122,6 @@ def subject_volumes(prepared: PreparedSubject, labels_native=None, template=None
     """Volumes (mL, fractions) of a prepared subject: from its native labels when given, else propagated template labels."""
     if labels_native is not None:
         return tissue_volumes(labels_native, prepared.label_convention or "diffdef")
-    from ..template import load_template
 
     template = template or load_template("2mm")
     return propagated_volumes(template.labels, prepared.matrix)

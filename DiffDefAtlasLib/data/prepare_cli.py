@@ -11,6 +11,8 @@ import sys
 
 from .measure import VOLUME_KEYS
 from .preprocess import SKULL_STRIP_MODES
+from ..progress import progress_reporter
+from .prepare import prepare_cohort
 
 
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +35,6 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``prepare``; prints a summary and the failures, returns the exit status."""
-    from ..progress import progress_reporter
-    from .prepare import prepare_cohort
 
     lines = progress_reporter()  # PROGRESS lines for a parent process; a person gets the progress bar instead
 

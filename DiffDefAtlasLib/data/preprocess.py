@@ -31,6 +31,10 @@ from ..imaging.affine import AffineSettings
 from ..imaging.head import anchored_affine, outside_brain_fraction, zero_background_fraction
 from .labelmaps import to_diffdef_labels
 from .measure import guess_convention
+from ..imaging.intensity import normalise_intensity
+from ..imaging.masks import brain_mask_from_image
+from ..imaging.resampling import resample
+from ..template import load_template
 
 PREPROCESS_VERSION = 1
 SKULL_STRIP_MODES = ("auto", "yes", "no")
@@ -149,10 +153,6 @@ def preprocess_volume(
     """
     import torch
 
-    from ..imaging.intensity import normalise_intensity
-    from ..imaging.masks import brain_mask_from_image
-    from ..imaging.resampling import resample
-    from ..template import load_template
 
     timings: dict[str, float] = {}
     start = time.perf_counter()

@@ -20,6 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DiffDefInputError
+from ..data.cohort import read_cohort
+from ..generate import load_generator
+from ..imageio import Volume, read_image
+from ..imaging.resampling import resample
+from ..register import load_registration_network
+from ..results import prepare_output_dir, write_summary
+from .figures import write_figures
+from .heldout import evaluate_heldout
+from .methods import DiffDefMethod, TemplateBaseline
+from .report import summary_dict, write_report
 
 
 def _floats(text: str) -> list[float]:
@@ -63,13 +73,6 @@ def _csv_cohort(args: argparse.Namespace, progress):
     import numpy as np
     import torch
 
-    from ..data.cohort import read_cohort
-    from ..generate import load_generator
-    from ..imageio import Volume, read_image
-    from ..register import load_registration_network
-    from ..imaging.resampling import resample
-    from .heldout import evaluate_heldout
-    from .methods import DiffDefMethod, TemplateBaseline
 
     generator = load_generator(args.model, "cpu")
     card = generator.card
@@ -104,9 +107,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Run the evaluation, write metrics.csv, report.md, summary.json and the figures."""
     import torch
 
-    from ..results import prepare_output_dir, write_summary
-    from .figures import write_figures
-    from .report import summary_dict, write_report
 
     out = prepare_output_dir(args.out, args.overwrite)
     sexes = [s.strip().upper() for s in args.sexes.split(",") if s.strip()]

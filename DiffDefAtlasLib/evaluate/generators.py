@@ -18,11 +18,21 @@ from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 import torch
+from ..generate.atlas import template_images
+from ..generate.bundled import load_generator
+from ..imageio import Volume
+from ..metrics import dice_per_class
+from ..population import load_population_model
+from ..population.oasis2d import load_oasis_template, load_slices, register_batch
+from ..population.svf_fit import velocity_to_displacement
+from ..spatial import folding_ratio, jacobian_determinant, vector_length, warp_labels
+from ..template import LATERAL_VENTRICLES, load_template, working_grid
+from ..train.data import oasis2d_fields
+from .metrics import endpoint_error, trend_slope
 
 
 def evaluate_brain3d(model: str = "brain3d", ages: Sequence[float] | None = None, sexes: Sequence[str] = ("F", "M"), steps: int | None = None) -> dict[str, Any]:
     """Compare generated atlases with the population model's conditional means on the 2 mm working grid."""
-    from ..generate.bundled import load_generator
 
     generator = load_generator(model, "cpu")
     result = score_against_population_mean(
@@ -42,12 +52,6 @@ def score_against_population_mean(
     (which is this for a generator). ``integrate(velocity, grid)`` turns a velocity into the displacement on the
     working grid (default: the population model's own ``exp``). Lets a diagnosis score one part of the pipeline
     alone (an autoencoder, a sampler)."""
-    from ..metrics import dice_per_class
-    from .metrics import endpoint_error, trend_slope
-    from ..population import load_population_model
-    from ..population.svf_fit import velocity_to_displacement
-    from ..spatial import folding_ratio, jacobian_determinant, warp_labels
-    from ..template import LATERAL_VENTRICLES, load_template, working_grid
 
     population = load_population_model()
     grid = working_grid()
@@ -105,11 +109,6 @@ def evaluate_oasis2d(model: str = "oasis2d", age_offset: float = 20.0, steps: in
     atlas (no condition set), (c) the bundled template itself and (d) the atlas of their age +/- ``age_offset``
     (the direction that stays in range, extrapolating only if neither does). Returns the mean displacement norm (mm,
     inside the template brain mask) of each, per subject and on average. Needs ``../shared/data``."""
-    from ..population.oasis2d import load_oasis_template, load_slices, register_batch
-    from ..population.svf_fit import velocity_to_displacement
-    from ..spatial import vector_length
-    from ..train.data import oasis2d_fields
-    from ..generate.bundled import load_generator
 
     generator = load_generator(model, "cpu")
     card = generator.card
@@ -154,12 +153,6 @@ def evaluate_oasis2d(model: str = "oasis2d", age_offset: float = 20.0, steps: in
 def ventricle_trends(model: str, fields, ages: Sequence[float] | None = None, max_subjects: int = 200) -> dict[str, Any]:
     """Ventricle volume (mL; mm^2 in 2D) against age: of the generated atlases (other conditions unset, per sex) and of
     the training subjects (the template labels warped by each subject's own exp(v)); least-squares slopes per year."""
-    from ..imageio import Volume
-    from .metrics import trend_slope
-    from ..spatial import warp_labels
-    from ..template import LATERAL_VENTRICLES
-    from ..generate.atlas import template_images
-    from ..generate.bundled import load_generator
 
     generator = load_generator(model, "cpu")
     card = generator.card

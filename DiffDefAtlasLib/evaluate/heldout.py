@@ -30,6 +30,16 @@ from ..spatial import Grid, jacobian_determinant, resample_displacement, vector_
 from .metrics import centrality, label_volumes, regularity, sharpness, volume_errors, weighted_mean_displacement
 from ..conditions.space import condition_weights, normalised_conditions
 from .records import EvaluationResult, condition_label, mid_slice
+from ..imaging.resampling import working_grid_for
+from ..population.oasis2d import load_oasis_template, load_slices
+from ..population.svf_fit import velocity_to_displacement
+from ..register import load_registration_network
+from ..register.engine import prepare_network_inputs
+from ..train.data import oasis2d_fields
+from .joint_template_network import train_joint_template_network
+from .kernel_regression import KernelRegressionTemplate
+from .methods import TemplateBaseline, diffdef_rows
+from .template_network import TemplateNetworkSettings, train_template_network
 
 METRICS = [
     "centrality_mm", "own_atlas_deformation_mm", "ventricle_trend_error", "tissue_trend_error",
@@ -50,8 +60,6 @@ def register_images(network, atlas: torch.Tensor, images: torch.Tensor, mask: to
     Runs on the network's working grid (:func:`~DiffDefAtlasLib.imaging.resampling.working_grid_for`) and resamples
     the displacement back to ``grid`` when it differs.
     """
-    from ..register.engine import prepare_network_inputs
-    from ..imaging.resampling import working_grid_for
 
     wgrid = working_grid_for(grid, float(network.config.working_spacing_mm), network.config.shape_multiple)
 
@@ -93,7 +101,6 @@ def label_trend_model(label_areas: dict[str, np.ndarray], ages: np.ndarray, sexe
 
 def warped_label_sizes(labels: torch.Tensor, velocities: np.ndarray, velocity_grid: Grid, grid: Grid, names: dict[int, str]) -> dict[str, np.ndarray]:
     """Sizes of the template labels warped by each ``exp(v_i)`` (nearest), per label name: ``{name: (N,)}``."""
-    from ..population.svf_fit import velocity_to_displacement
 
     sizes: dict[str, list[float]] = {name: [] for name in names.values()}
     with torch.no_grad():
@@ -236,8 +243,6 @@ def evaluate_heldout(
 def oasis_validation_inputs():
     """The OASIS axial template (image, mask, labels), validation slices ``(30, 1, 176, 208)``, their conditions, the
     training fields and the condition specs (age, sex). Needs ``../shared/data`` (or the fields cache)."""
-    from ..population.oasis2d import load_oasis_template, load_slices
-    from ..train.data import oasis2d_fields
 
     template, mask, labels = load_oasis_template()
     validation = oasis2d_fields("validation")
@@ -254,8 +259,6 @@ def oasis_validation_inputs():
 def joint_oasis_template_network(train, settings=None):
     """The conditional template network trained jointly with the bundled 2D registration network on the OASIS
     training split's slices (images and (age, sex) only; :mod:`.joint_template_network`)."""
-    from ..population.oasis2d import load_oasis_template, load_slices
-    from .joint_template_network import train_joint_template_network
 
     template, mask, _ = load_oasis_template()
     image = torch.from_numpy(np.asarray(template.array, dtype=np.float32))[None, None]
@@ -269,10 +272,6 @@ def default_oasis_methods(network_steps: int = 300, variant: str | None = None) 
     """Template, kernel regression and template network on the OASIS training fields, the template network trained
     jointly with registration on the training slices, the bundled ``oasis2d`` generator, its other MP variant (given
     its model folder) and its no-integration proxy."""
-    from ..train.data import oasis2d_fields
-    from .kernel_regression import KernelRegressionTemplate
-    from .methods import TemplateBaseline, diffdef_rows
-    from .template_network import TemplateNetworkSettings, train_template_network
 
     train = oasis2d_fields("train")
     methods: list[Any] = [
@@ -287,7 +286,6 @@ def default_oasis_methods(network_steps: int = 300, variant: str | None = None) 
 
 def evaluate_oasis_validation(methods: Sequence[Any], ages: Sequence[float] = (65, 75, 85), sexes: Sequence[str] = ("F", "M"), sigma: float = 0.15, progress=None) -> EvaluationResult:
     """:func:`evaluate_heldout` on the 30 OASIS validation slices with the bundled 2D registration network."""
-    from ..register import load_registration_network
 
     template, mask, labels, images, conditions, train, specs = oasis_validation_inputs()
     network = load_registration_network(2, "cpu")

@@ -40,6 +40,11 @@ import torch
 from ..spatial import Grid, integrate_velocity, warp_image
 from ..conditions.space import normalise_raw
 from .template_network import ConditionalTemplateDecoder, ConditionalTemplateNetwork, TemplateNetworkSettings, first_difference_penalty
+from ..population.cache import cache_root
+from ..register.engine import prepare_network_inputs
+from ..register.losses import LossConfig, RegistrationLoss
+from ..register.train import coarse_pair_loss
+from ..train.morphology import draw_neighbours
 
 if TYPE_CHECKING:
     from ..register.network import RegistrationNetwork
@@ -73,7 +78,6 @@ class JointTemplateObjective(torch.nn.Module):
     template_mask: torch.Tensor
 
     def __init__(self, decoder: ConditionalTemplateDecoder, registration: torch.nn.Module, template: torch.Tensor, template_mask: torch.Tensor, grid: Grid, settings: JointTemplateSettings, loss_config=None) -> None:
-        from ..register.losses import LossConfig, RegistrationLoss
 
         super().__init__()
         self.decoder = decoder
@@ -94,8 +98,6 @@ class JointTemplateObjective(torch.nn.Module):
         return offset, image, mask
 
     def forward(self, point: torch.Tensor, subjects: torch.Tensor) -> dict[str, torch.Tensor]:
-        from ..register.engine import prepare_network_inputs
-        from ..register.train import coarse_pair_loss
 
         offset, atlas, mask = self.atlas(point)
         n = subjects.shape[0]
@@ -141,8 +143,6 @@ def train_joint_template_network(
     network of the grid's dimension, and ``loss_config`` to the loss on its model card; the network is copied, never
     changed in place. Returns the decoder as an atlas method.
     """
-    from ..population.cache import cache_root
-    from ..train.morphology import draw_neighbours
 
     settings = settings or JointTemplateSettings()
     if registration is None:

@@ -24,6 +24,7 @@ import torch
 from ..errors import DiffDefInputError
 from ..spatial import Grid, resample_displacement
 from ..population.svf_fit import velocity_to_displacement
+from ..generate import load_generator
 
 
 class AtlasMethod(Protocol):
@@ -113,7 +114,6 @@ def diffdef_rows(name: str, variant: str | None = None, include_no_integration: 
     """The Diff-Def rows of an evaluation: the bundled generator ``name``, the same generator's other MP variant when
     its model folder ``variant`` is given (exported with the MP stage if the bundled one has none, or without it if
     it has), and the no-integration proxy of the bundled one. Each row is named by whether its card says it has MP."""
-    from ..generate import load_generator
 
     def row(generator, where: str) -> DiffDefMethod:
         mp = bool(generator.card.training.get("mp_finetuned"))

@@ -34,6 +34,14 @@ from .metrics import (
     volume_errors,
 )
 from .records import EvaluationResult, condition_label, mid_slice
+from ..generate.model_card import ConditionSpec
+from ..population import load_population_model
+from ..population.svf_fit import velocity_to_displacement
+from ..template import LABEL_NAMES, LATERAL_VENTRICLES, load_template, working_grid
+from ..train.data import FieldSet, ventricle_volumes_ml
+from .kernel_regression import KernelRegressionTemplate
+from .methods import PopulationTruth, TemplateBaseline, diffdef_rows
+from .template_network import TemplateNetworkSettings, train_template_network
 
 METRICS = [
     "epe_mean_mm", "epe_p95_mm", "dice_mean", "dice_ventricles", "ventricle_volume_error", "tissue_volume_error",
@@ -48,9 +56,6 @@ UNITS = {
 
 def population_training_fields(count: int = 300, seed: int = 1):
     """``count`` subjects of the population model as a field set with conditions age and sex (the baselines' data)."""
-    from ..generate.model_card import ConditionSpec
-    from ..population import load_population_model
-    from ..train.data import FieldSet
 
     model = load_population_model()
     samples = model.sample(count, seed, measure=False)
@@ -65,7 +70,6 @@ def population_training_fields(count: int = 300, seed: int = 1):
 
 def _neighbour_inverse_mean(model, age: float, sex: str, count: int, sigma_years: float, seed: int, grid) -> tuple[torch.Tensor, np.ndarray]:
     """Weighted mean of ``exp(-v_i)`` of ``count`` sampled subjects near ``(age, sex)``; returns it and the weights."""
-    from ..population.svf_fit import velocity_to_displacement
 
     low, high = model.condition_ranges["age"]
     rng = np.random.default_rng([seed, int(round(age * 10)), 0 if sex == "F" else 1])
@@ -92,10 +96,6 @@ def evaluate_population3d(
     progress: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
     """Score ``methods`` at every ``(age, sex)`` against the population model's truth (see the module docstring)."""
-    from ..population import load_population_model
-    from ..template import LABEL_NAMES, LATERAL_VENTRICLES, load_template, working_grid
-    from ..train.data import ventricle_volumes_ml
-    from .methods import PopulationTruth
 
     started = time.perf_counter()
     model = load_population_model()
@@ -169,10 +169,6 @@ def evaluate_population3d(
 def default_population_methods(network_steps: int = 300, training_subjects: int = 300, include_no_integration: bool = True, variant: str | None = None) -> list[Any]:
     """Template, kernel regression, template network (trained or cached), Diff-Def ``brain3d`` (its other MP variant
     from the model folder ``variant``, and its no-integration proxy), each as an :class:`~.methods.AtlasMethod`."""
-    from .kernel_regression import KernelRegressionTemplate
-    from ..population import load_population_model
-    from .methods import PopulationTruth, TemplateBaseline, diffdef_rows
-    from .template_network import TemplateNetworkSettings, train_template_network
 
     fields = population_training_fields(training_subjects)
     methods: list[Any] = [

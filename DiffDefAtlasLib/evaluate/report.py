@@ -19,6 +19,7 @@ import numpy as np
 
 from ..atomic import write_text_atomic
 from .records import EvaluationResult
+from .metrics import trend_slope, trend_slope_interval
 
 #: Metrics where higher is better (all others: lower is better, except the plain descriptive sizes).
 HIGHER_IS_BETTER = {"dice_mean", "dice_ventricles", "sharpness"}
@@ -89,7 +90,6 @@ def trend_table(result: EvaluationResult) -> str:
     The data row carries the slope's 95 % interval (normal approximation), so an atlas slope can be read as
     consistent with the data or not.
     """
-    from .metrics import trend_slope, trend_slope_interval
 
     key = next((k for k in ("ventricle_ml", "ventricle_size") if k in result.metric_names), None)
     if key is None:

@@ -35,6 +35,7 @@ from torch import nn
 from ..spatial import Grid
 from .methods import VelocityMethod
 from ..conditions.space import normalise_raw, normalised_conditions
+from ..population.cache import cache_root
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,6 @@ def train_template_network(
     Subjects missing one of the used conditions are left out. The cache file name is a hash of the fields, the
     conditions and the settings, so other data retrains.
     """
-    from ..population.cache import cache_root
 
     settings = settings or TemplateNetworkSettings()
     specs = [s for s in fields.specs if condition_names is None or s.name in condition_names]

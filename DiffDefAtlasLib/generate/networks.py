@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from .trend import is_fitted, trend_velocity
 
 #: Defaults of the autoencoder over velocity fields (channels per level; 3 levels = 4x downsampling).
 AUTOENCODER_DEFAULTS: dict[str, Any] = {"channels": [8, 16, 16], "latent_channels": 4, "num_res_blocks": 1, "norm_num_groups": 8}
@@ -276,7 +277,6 @@ class VelocityGenerator(nn.Module):
         condition_names: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        from .trend import is_fitted
 
         ae_cfg = {**AUTOENCODER_DEFAULTS, **(autoencoder or {})}
         self.autoencoder = build_autoencoder(spatial_dims, ae_cfg)
@@ -291,7 +291,6 @@ class VelocityGenerator(nn.Module):
     def mean_velocity(self, batch: int, values: torch.Tensor | None = None, present: torch.Tensor | None = None) -> torch.Tensor:
         """The velocity the autoencoder's residual is added to, ``(batch, ndim, *shape)``: the trend at the network
         condition values ``(batch, n)`` (unset where ``present`` is false; all unset when ``values`` is None)."""
-        from .trend import trend_velocity
 
         n = len(self.condition_names)
         if values is None or present is None:

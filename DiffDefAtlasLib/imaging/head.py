@@ -18,6 +18,8 @@ import numpy as np
 from ..errors import DiffDefInputError
 from ..imageio import Volume, volume_from_sitk, volume_to_sitk
 from .affine import AffineSettings, affine_register, mattes_registration, ras_matrix_to_sitk, sitk_to_ras_matrix
+from ..template import load_template
+from .resampling import resample
 
 #: ``outside_brain_fraction`` above which a scan is taken to have its skull (see the module docstring).
 SKULL_THRESHOLD = 0.15
@@ -168,7 +170,6 @@ class Alignment:
 
 def skull_score(moving: Volume, matrix: np.ndarray, fixed_mask: Volume) -> float:
     """:func:`outside_brain_fraction` of ``moving`` resampled through ``matrix`` onto the grid of ``fixed_mask``."""
-    from .resampling import resample
 
     warped = resample(moving, fixed_mask.grid, matrix)[0, 0].numpy()
     return outside_brain_fraction(warped, np.asarray(fixed_mask.array) > 0)
@@ -235,8 +236,6 @@ def align_scan(
 def brain_mask_from_template(image: Volume) -> Volume:
     """A brain mask for a full-head 3D ``image``: the bundled template's brain mask carried onto it by
     :func:`anchored_affine` (the template is registered to the head)."""
-    from ..template import load_template
-    from .resampling import resample
 
     template = load_template("2mm")
     matrix = anchored_affine(template.t1, template.brain_mask, image, has_skull=True)  # template -> image points

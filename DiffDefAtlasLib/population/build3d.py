@@ -23,6 +23,7 @@ from .model import PopulationModel
 from .regression import fit_linear_gaussian
 from .svf_fit import velocity_to_displacement
 from .volumes import warped_label_volumes_ml
+from ..spatial import resample_displacement
 
 NUISANCE_KINDS = ("pve_gm", "pve_wm")
 #: Volumes compared in the trend table (warped template labels): key -> description.
@@ -273,7 +274,6 @@ def provenance(fields: IxiFieldSet, fitted: IxiFieldSet | None = None) -> dict:
 
 def fit_consistency(model: PopulationModel, fields: IxiFieldSet) -> dict:
     """How far the fits' own deformation (integrated on the 4 mm grid, 5 steps) is from the model's definition of exp(v)."""
-    from ..spatial import resample_displacement
 
     work = working_grid()
     mask = torch.from_numpy(load_template("2mm").brain_mask.array > 0)

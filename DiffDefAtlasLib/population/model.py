@@ -38,6 +38,7 @@ from ..spatial import Grid, resample_displacement, warp_image, warp_labels
 from ..template import load_template, template_grid, working_grid
 from .svf_fit import velocity_to_displacement
 from .volumes import warped_label_volumes_ml
+from ..atomic import atomic_path
 
 MODEL_FOLDER = ("models", "population3d")
 WEIGHTS_FILE = "population3d.safetensors"
@@ -284,7 +285,6 @@ class PopulationModel:
         """Write ``population3d.safetensors`` and ``model_card.json`` (with the weights' SHA-256) into ``folder``."""
         from safetensors.numpy import save_file
 
-        from ..atomic import atomic_path
 
         folder = Path(folder)
         weights = folder / WEIGHTS_FILE

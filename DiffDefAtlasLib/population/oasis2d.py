@@ -44,6 +44,9 @@ from ..spatial import Grid, warp_image
 from ..checksum import file_sha256
 from .cache import cache_root, settings_key
 from .svf_fit import FitSettings, fit_velocity, velocity_to_displacement
+from ..conditions.columns import KNOWN_CONDITIONS
+from ..data.ixi import fit_trend
+from ..spatial import warp_labels
 
 TEMPLATE_FOLDER = "templates2d"
 TEMPLATE_FILES = {
@@ -380,7 +383,6 @@ def build_oasis_fields(cache_dir: str | Path | None = None, data_dir: str | Path
     bar = tqdm(total=len(ids), desc="OASIS fields", disable=not progress)
     velocities, losses = register_batch(template_tensor, load_slices(ids, data_dir), progress=bar.update)
     bar.close()
-    from ..conditions.columns import KNOWN_CONDITIONS
 
     conditions = {name: np.array([KNOWN_CONDITIONS[name].parse(r[name], where=f"OASIS {r['subject_id']}") for r in rows]) for name in CONDITIONS}
     fields = OasisFieldSet(ids, velocities.numpy().astype(np.float32), grid.zoomed(VELOCITY_FACTOR), grid, conditions, np.array([split[s] for s in ids]), losses)
@@ -399,7 +401,6 @@ def build_oasis_fields(cache_dir: str | Path | None = None, data_dir: str | Path
 
 def warped_ventricle_areas(fields: OasisFieldSet) -> np.ndarray:
     """Area (mm^2) of the template's ventricle label warped by each subject's ``exp(v)`` (nearest, on the 1 mm grid)."""
-    from ..spatial import warp_labels
 
     _, _, labels = load_oasis_template()
     label_tensor = torch.from_numpy(labels.array.astype(np.int64))[None, None]
@@ -418,7 +419,6 @@ def ventricle_trend_report(fields: OasisFieldSet, data_dir: str | Path | None = 
 
     Returns ``{name: {"slope_per_year", "percent_per_year", "r", "n"}}`` (the dark-area proxy only when the data is there).
     """
-    from ..data.ixi import fit_trend
 
     ages = fields.conditions["age"]
     measures = {"fitted_fields_ventricle_area_mm2": warped_ventricle_areas(fields)}

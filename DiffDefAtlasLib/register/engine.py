@@ -38,6 +38,7 @@ from .losses import masked_lncc
 from .network import RegistrationNetwork, upsample_field
 from .quality import QualityThresholds, brain_overlap, check_quality
 from .refine import refine_velocity
+from .weights import load_registration_network
 
 Progress = Callable[[float, str], None]
 Cancel = Callable[[], bool]
@@ -199,7 +200,6 @@ def register_to_atlas(
         >>> result.summary["jacobian"]["folding_ratio_nonpositive"]  # doctest: +SKIP
         0.0
     """
-    from .weights import load_registration_network
 
     def report(fraction: float, message: str) -> None:
         if cancel is not None and cancel():

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..imageio import Volume
+from ..imaging.resampling import resample
 
 #: Pixel widths of the row-title column, the colour bar column, the gap between panels, and the title band's height.
 TITLE_WIDTH = 70
@@ -83,7 +84,6 @@ def _on_grid(volume: Volume, like: Volume) -> np.ndarray:
     """``volume`` sampled on ``like``'s grid (linear), or its array when the grids already match."""
     if volume.array.shape == like.array.shape and np.allclose(volume.affine, like.affine, atol=1e-4):
         return np.asarray(volume.array, dtype=np.float32)
-    from ..imaging.resampling import resample
 
     return resample(volume, like.grid)[0, 0].numpy()
 

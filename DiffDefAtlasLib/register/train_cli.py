@@ -27,6 +27,10 @@ from .losses import LossConfig
 from .network import NetworkConfig
 from .train import TrainConfig, network_from_checkpoint, train_registration
 from .weights import save_registration_network
+from ..data.oasis import load_oasis_slice, oasis_cohort
+from ..imageio import read_image, write_image
+from ..imaging.intensity import normalise_intensity
+from .training_data import OasisPairSampler, TemplatePairSampler, cache_subjects, load_cached, oasis_template_2d
 
 TRAINING_DATA = {
     3: [
@@ -57,7 +61,6 @@ def network_config(dims: int, uniform: bool, lambda_value: float = 0.5) -> Netwo
 
 
 def sampler_3d(work: Path, seed: int, wait_for_cache: bool = True, template_fraction: float = 0.0):
-    from .training_data import TemplatePairSampler, cache_subjects, load_cached
 
     if wait_for_cache:
         paths = cache_subjects(work / "cache3d", log=lambda m: print(m, flush=True))
@@ -69,10 +72,6 @@ def sampler_3d(work: Path, seed: int, wait_for_cache: bool = True, template_frac
 
 
 def sampler_2d(export: Path | None, work: Path, seed: int):
-    from ..data.oasis import load_oasis_slice, oasis_cohort
-    from ..imageio import read_image, write_image
-    from ..imaging.intensity import normalise_intensity
-    from .training_data import OasisPairSampler, oasis_template_2d
 
     ids = [s.subject_id for s in oasis_cohort("axial", "train").subjects]
     folder = export if export is not None else work

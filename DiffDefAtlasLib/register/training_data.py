@@ -28,6 +28,17 @@ from ..atomic import atomic_path
 from ..imageio import Volume
 from ..spatial import Grid, integrate_velocity, warp_image, warp_labels
 from .network import coarse_grid, upsample_field
+from ..data.ixi import ixi_subjects
+from ..data.label_datasets import list_label_maps, load_label_map
+from ..data.labelmaps import class_lookup, has_ventricles, merge_ventricles_into_csf, to_diffdef_labels
+from ..data.oasis import load_oasis_slice
+from ..data.synthesis import synthesise_image
+from ..imageio import read_image
+from ..imaging.affine import AffineSettings, affine_register
+from ..imaging.intensity import normalise_intensity
+from ..imaging.masks import dilate
+from ..imaging.resampling import resample
+from ..template import load_template
 
 HELD_OUT_PER_SOURCE = 4
 #: Initial head pitches tried by the affine step when caching (some SynthSeg heads are tilted by ~30 degrees).
@@ -71,13 +82,6 @@ def cache_subjects(cache_dir: str | Path, log=print) -> list[Path]:
 
     Existing cache files are kept (the step is resumable). Returns the cache files.
     """
-    from ..data.ixi import ixi_subjects
-    from ..data.label_datasets import list_label_maps, load_label_map
-    from ..data.labelmaps import class_lookup
-    from ..imageio import read_image
-    from ..template import load_template
-    from ..imaging.affine import AffineSettings, affine_register
-    from ..imaging.resampling import resample
 
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -168,7 +172,6 @@ class TemplatePairSampler:
 
     def __init__(self, subjects: list[CachedSubject], seed: int = 0, real_fraction: float = 0.3, moving_deform_mm: float = 3.0,
                  fixed_deform_fraction: float = 0.3, fixed_deform_mm: float = 2.0, template_fraction: float = 0.0) -> None:
-        from ..template import load_template
 
         template = load_template("2mm")
         self.grid = template.grid
@@ -215,8 +218,6 @@ class TemplatePairSampler:
         if self.cache_dir is not None and self.draws % 100 == 0:
             self._rescan()
         self.draws += 1
-        from ..data.labelmaps import has_ventricles, merge_ventricles_into_csf, to_diffdef_labels
-        from ..data.synthesis import synthesise_image
 
         fixed, fixed_labels, mask = self._fixed()
         if self.template_fraction > 0 and self.rng.random() < self.template_fraction:
@@ -247,7 +248,6 @@ class TemplatePairSampler:
         """The template itself, deformed by anything from nothing to ``moving_deform_mm``, as the moving image; half of
         the time with a bright shell outside the brain (starting 1-3 voxels out, 2-4 voxels thick). Atlases are
         template-contrast images too, and without such pairs the network moved the template onto itself by 1.5 mm."""
-        from ..imaging.masks import dilate
 
         u = random_displacement(self.grid, self.rng.uniform(0.0, 1.0) * self.moving_deform_mm, self.generator)
         image = self.template
@@ -262,8 +262,6 @@ class TemplatePairSampler:
 
 def oasis_template_2d(subject_ids: list[str]) -> Volume:
     """The 2D template: the mean of intensity-normalised OASIS axial slices (1 mm, 176 x 208)."""
-    from ..data.oasis import load_oasis_slice
-    from ..imaging.intensity import normalise_intensity
 
     total = None
     affine = None

@@ -16,13 +16,14 @@ from ..atomic import atomic_path
 from ..bundles import CARD_FILE, read_card, write_card
 from ..errors import DiffDefInputError
 from .network import NetworkConfig, RegistrationNetwork
+from ..device import select_device
+from ..resources import resources_dir
 
 CARD_NAME = CARD_FILE
 
 
 def model_folder(spatial_dims: int = 3) -> Path:
     """The bundled model folder for ``spatial_dims`` (2 or 3)."""
-    from ..resources import resources_dir
 
     if spatial_dims not in (2, 3):
         raise DiffDefInputError(f"registration model: expected spatial_dims 2 or 3, found {spatial_dims}")
@@ -70,7 +71,6 @@ def load_registration_network(spatial_dims: int = 3, device="cpu", folder: str |
     """
     import torch
 
-    from ..device import select_device
 
     folder = Path(folder) if folder is not None else model_folder(spatial_dims)
     card, state = _verified_state(str(folder.resolve()))

@@ -17,13 +17,15 @@ import argparse
 from pathlib import Path
 
 from ..device import DEVICE_CHOICES
+from ..imageio import write_image
+from .recipes import RECIPES, cached_fields, draft_card, recipe
+from .stages import StageSettings, export_model, train_autoencoder, train_diffusion
 
 STAGES = ("autoencoder", "diffusion", "mp", "export")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``diffdef-atlas train``."""
-    from .recipes import RECIPES
 
     parser.add_argument("--stage", required=True, choices=STAGES, help="training stage (export writes the bundled model)")
     parser.add_argument("--model", default="brain3d", choices=sorted(RECIPES), help="which model to train")
@@ -51,8 +53,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run one training stage."""
-    from .recipes import cached_fields, draft_card, recipe
-    from .stages import StageSettings, export_model, train_autoencoder, train_diffusion
 
     if args.threads:
         import torch
@@ -60,7 +60,6 @@ def run_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     r = recipe(args.model)
     work = Path(args.work)
-    from ..imageio import write_image
 
     fields = cached_fields(args.model, work, args.subjects, args.seed)
     card, files = draft_card(args.model, fields)

@@ -24,6 +24,9 @@ import numpy as np
 from ..errors import DiffDefInputError
 from ..generate.model_card import ConditionSpec
 from ..spatial.grid import Grid
+from ..population.svf_fit import velocity_to_displacement
+from ..population.volumes import warped_label_volumes_ml
+from ..template import load_template, working_grid
 
 
 @dataclass
@@ -146,9 +149,6 @@ def ventricle_volumes_ml(model, velocities: np.ndarray) -> np.ndarray:
     exactly as :meth:`PopulationModel.ventricle_volume_ml` measures one."""
     import torch
 
-    from ..population.svf_fit import velocity_to_displacement
-    from ..population.volumes import warped_label_volumes_ml
-    from ..template import load_template, working_grid
 
     with torch.no_grad():
         u = velocity_to_displacement(torch.from_numpy(np.ascontiguousarray(velocities, dtype=np.float32)), model.grid, working_grid())

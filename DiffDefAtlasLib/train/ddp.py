@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import torch
+from ..device import select_device
 
 
 @dataclass
@@ -40,7 +41,6 @@ class DistributedContext:
 
 def init_distributed(device: str | torch.device = "auto") -> DistributedContext:
     """Initialise the process group from the environment when ``WORLD_SIZE > 1``; pick this rank's device."""
-    from ..device import select_device
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

@@ -46,6 +46,8 @@ from ..spatial import integrate_velocity, resample_displacement, warp_image, war
 from .data import FieldSet
 from .stages import StageSettings, assemble_network, condition_arrays, load_draft, run_stage, save_draft, stage_record
 from .ddp import cleanup, init_distributed
+from ..generate.atlas import Generator, template_images
+from ..register.engine import prepare_network_inputs
 
 
 @dataclass
@@ -118,7 +120,6 @@ class MorphologyObjective(nn.Module):
     def neighbour_displacements(self, atlas: torch.Tensor, u_atlas: torch.Tensor, subjects: torch.Tensor) -> torch.Tensor:
         """Each subject ``(B, N, 1, *shape)`` registered to its atlas, minus the atlas registered to itself when
         ``subtract_self_registration`` is set: ``(B, N, ndim, *shape)``."""
-        from ..register.engine import prepare_network_inputs
 
         batch, n = subjects.shape[:2]
         with torch.no_grad():
@@ -161,7 +162,6 @@ def subject_images(fields: FieldSet, card, template_work: torch.Tensor, index: n
 def template_on_working_grid(card, mask: bool = False) -> torch.Tensor:
     """The model's template intensities resampled to its working grid ``(1, 1, *shape)``; with ``mask``, its label
     mask instead (labels > 0, nearest neighbour), as float 0/1."""
-    from ..generate.atlas import template_images
 
     images = template_images(card)
     volume = images.labels if mask else images.image
@@ -183,7 +183,6 @@ def train_morphology(
 
     ``registration`` defaults to the bundled frozen network (:func:`DiffDefAtlasLib.register.load_registration_network`).
     """
-    from ..generate.atlas import Generator
 
     mp = mp or MorphologySettings()
     context = init_distributed(settings.device)

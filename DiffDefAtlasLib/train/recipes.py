@@ -25,6 +25,11 @@ from ..errors import DiffDefInputError
 from ..generate.model_card import ConditionSpec, ModelCard
 from ..spatial.grid import Grid
 from .data import FieldSet, oasis2d_fields, population3d_fields, synthetic_fields
+from ..atomic import atomic_path
+from ..imageio import Volume
+from ..population.oasis2d import load_oasis_template
+from ..template import LABEL_NAMES, template_grid, working_grid
+from .stages import new_draft
 
 
 @dataclass
@@ -53,14 +58,11 @@ OASIS_TREND: dict[str, Any] = {"terms": [*AGE_SEX_TERMS, ["cdr"], ["nwbv"]], "ad
 
 
 def _brain3d_setup(fields: FieldSet):
-    from ..template import template_grid, working_grid
 
     return working_grid(), template_grid("1mm"), {"kind": "mni152"}, {}
 
 
 def _oasis2d_setup(fields: FieldSet):
-    from ..population.oasis2d import load_oasis_template
-    from ..template import LABEL_NAMES
 
     image, _, labels = load_oasis_template()
     entry = {"kind": "files", "image": "template.nii.gz", "labels": "labels.nii.gz", "label_names": {str(k): v for k, v in LABEL_NAMES.items()}}
@@ -69,7 +71,6 @@ def _oasis2d_setup(fields: FieldSet):
 
 
 def _synthetic_setup(fields: FieldSet):
-    from ..imageio import Volume
 
     grid = fields.grid
     fine = grid.zoomed(0.5)
@@ -134,7 +135,6 @@ def cached_fields(name: str, work_dir: str | Path, subjects: int | None = None, 
     """The training fields of recipe ``name``, drawn once and cached as ``fields.npz`` in ``work_dir``."""
     import json
 
-    from ..atomic import atomic_path
 
     r = recipe(name)
     path = Path(work_dir) / "fields.npz"
@@ -156,7 +156,6 @@ def cached_fields(name: str, work_dir: str | Path, subjects: int | None = None, 
 
 def draft_card(name: str, fields: FieldSet) -> tuple[ModelCard, dict[str, Any]]:
     """A new draft card for recipe ``name`` and the template files to write beside the exported model."""
-    from .stages import new_draft
 
     r = recipe(name)
     working, output, template, files = r.setup(fields)

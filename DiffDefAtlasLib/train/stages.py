@@ -34,6 +34,10 @@ from ..generate.sampling import SCHEDULER_DEFAULTS, make_scheduler, training_tar
 from .checkpoints import LossLog, latest_checkpoint, save_checkpoint
 from .data import FieldSet
 from .ddp import DistributedContext, barrier, cleanup, init_distributed, shard_indices, unwrap, wrap_model
+from ..conditions.resolve import encode_value
+from ..generate.bundled import record_template_checksums, save_model
+from ..generate.networks import build_generator_network
+from ..generate.trend import fit_trend, is_fitted, trend_velocity
 
 DRAFT_CARD = "draft_card.json"
 
@@ -202,7 +206,6 @@ def load_draft(work_dir: str | Path) -> ModelCard:
 def save_draft(card: ModelCard, work_dir: str | Path) -> None:
     """Write the draft card into ``work_dir``, with the sha256 of the template files beside it (the MP stage loads
     them through the same checked path as a bundled model)."""
-    from ..generate.bundled import record_template_checksums
 
     write_text_atomic(Path(work_dir) / DRAFT_CARD, record_template_checksums(card, work_dir).to_json())
 
@@ -261,7 +264,6 @@ TREND_MAPS = "trend_maps.npy"
 def fit_field_trend(fields: FieldSet, card: ModelCard) -> tuple[ModelCard, np.ndarray, np.ndarray]:
     """Fit the trend the card names to ``fields`` (when it names one): the card gets the fitted entry and a velocity
     scale from the residual, and is returned with the intercept and term maps for :func:`save_baseline`."""
-    from ..generate.trend import fit_trend
 
     values, present = condition_arrays(fields, card)
     config, intercept, maps = fit_trend(fields.velocities, card.condition_names, values, present, card.trend["terms"], card.trend.get("adjusted"))
@@ -285,7 +287,6 @@ class Baseline:
     conditions, read from the work folder."""
 
     def __init__(self, work_dir: str | Path, card: ModelCard, fields: FieldSet) -> None:
-        from ..generate.trend import is_fitted
 
         self.mean = torch.from_numpy(np.load(Path(work_dir) / "field_mean.npy"))
         self.trend = card.trend if is_fitted(card.trend) else None
@@ -295,7 +296,6 @@ class Baseline:
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         """``(len(index), ndim, *shape)`` float32."""
-        from ..generate.trend import trend_velocity
 
         return trend_velocity(self.trend, self.names, self.mean, self.maps, self.values[index], self.present[index])
 
@@ -392,7 +392,6 @@ def encode_fields(autoencoder: Any, fields: FieldSet, card: ModelCard, baseline:
 
 def condition_arrays(fields: FieldSet, card: ModelCard) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised condition values ``(N, n)`` and a present mask (finite values) in card order."""
-    from ..conditions.resolve import encode_value
 
     n = len(fields)
     values = np.zeros((n, len(card.conditions)), dtype=np.float32)
@@ -461,7 +460,6 @@ def train_diffusion(fields: FieldSet, settings: StageSettings) -> dict[str, Any]
 
 def assemble_network(work_dir: str | Path, card: ModelCard, use_mp: bool = True) -> nn.Module:
     """The :class:`~DiffDefAtlasLib.generate.networks.VelocityGenerator` from the stage checkpoints (MP weights when present)."""
-    from ..generate.networks import build_generator_network
 
     network = build_generator_network(card)
     network.autoencoder.load_state_dict(load_trained_autoencoder(work_dir, card).state_dict())
@@ -478,7 +476,6 @@ def assemble_network(work_dir: str | Path, card: ModelCard, use_mp: bool = True)
 
 def export_model(work_dir: str | Path, folder: str | Path, use_mp: bool = True, metrics: dict[str, Any] | None = None) -> ModelCard:
     """Write the trained model (safetensors + card with checksum) into ``folder`` (e.g. ``Resources/models/brain3d``)."""
-    from ..generate.bundled import save_model
 
     card = load_draft(work_dir)
     network = assemble_network(work_dir, card, use_mp)
