@@ -7,8 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Mapping
-from typing import TYPE_CHECKING
+from typing import Mapping, TYPE_CHECKING
 
 import numpy as np
 

@@ -34,7 +34,6 @@ def _sync(device: torch.device):
 
 def generation_latency(model: str = "brain3d", device: str = "cpu", repeats: int = 5, steps: int | None = None) -> dict[str, Any]:
     """Median time of ``Generator.generate`` (seed varies per call) and of its stages; the first call is reported apart."""
-
     generator = load_generator(model, device)
     conditions = {"age": generator.card.condition("age").default or 60.0} if "age" in generator.card.condition_names else {}
     if generator.device.type == "cuda":
@@ -62,7 +61,6 @@ def generation_latency(model: str = "brain3d", device: str = "cpu", repeats: int
 
 def _synthetic_subject(spatial_dims: int, seed: int = 0):
     """A template-aligned test subject: the template warped by a smooth random deformation; returns (subject, template, mask)."""
-
     if spatial_dims == 3:
         from ..template import load_template
 
@@ -85,7 +83,6 @@ def _synthetic_subject(spatial_dims: int, seed: int = 0):
 
 def registration_latency(spatial_dims: int = 3, repeats: int = 5, refine: int = 50, device: str = "cpu") -> dict[str, Any]:
     """Latency of registering a synthetic subject to the template: learned network only, and with ``refine`` Adam steps."""
-
     subject, template, mask = _synthetic_subject(spatial_dims)
     out: dict[str, Any] = {"spatial_dims": spatial_dims, "grid": list(template.grid.shape), "device": device, "refine_steps": refine}
     for name, steps in (("learned", 0), (f"learned+refine{refine}", refine)):
@@ -100,7 +97,6 @@ def registration_latency(spatial_dims: int = 3, repeats: int = 5, refine: int = 
 def training_throughput(model: str = "brain3d", steps: int = 3, stages: Sequence[str] = ("autoencoder", "diffusion", "mp"), batch_sizes: dict[str, int] | None = None) -> dict[str, Any]:
     """Seconds per optimiser step and samples per second of each training stage's objective, on CPU, random data of
     the model's shapes (the cost does not depend on the values). The MP stage uses the frozen registration network."""
-
     card = resolve_model(model)
     torch.manual_seed(0)
     network = build_generator_network(card)
@@ -155,7 +151,6 @@ def training_throughput(model: str = "brain3d", steps: int = 3, stages: Sequence
 def grid_latency(model: str = "brain3d", spacings: Sequence[float] = (3.0, 2.0, 1.5), repeats: int = 3, device: str = "cpu") -> dict[str, Any]:
     """Integration of one generated velocity plus the template warp on working grids of ``spacings`` (mm) over the
     model's working field of view; ratios are relative to the model's own working spacing when it is among them."""
-
     generator = load_generator(model, device)
     card = generator.card
     working = generator.working_grid

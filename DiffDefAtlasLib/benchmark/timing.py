@@ -73,7 +73,6 @@ def measure(function: Callable[[], Any], repeats: int = 5, warmup: int = 1, sync
 
 def memory_figures(device: str = "cpu") -> dict[str, float | None]:
     """Peak resident memory of this process (MB) and, on CUDA, the peak allocated GPU memory (MB) since the last reset."""
-
     out: dict[str, float | None] = {"peak_rss_mb": round(peak_rss_mb() or 0.0, 1) or None}
     if str(device).startswith("cuda"):
         import torch

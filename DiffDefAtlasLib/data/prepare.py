@@ -89,7 +89,6 @@ def file_digest(path: Path) -> str:
 
 def cache_key(subject: Subject, settings: PrepareSettings, labels_convention: str) -> str:
     """The cache key of one subject: hash of input contents, settings, template description and version."""
-
     parts = {
         "image": file_digest(subject.image),
         "labels": file_digest(subject.labels) if subject.labels is not None else None,

@@ -35,7 +35,6 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``prepare``; prints a summary and the failures, returns the exit status."""
-
     lines = progress_reporter()  # PROGRESS lines for a parent process; a person gets the progress bar instead
 
     def on_progress(fraction: float, message: str) -> None:

@@ -33,7 +33,6 @@ from .metrics import endpoint_error, trend_slope
 
 def evaluate_brain3d(model: str = "brain3d", ages: Sequence[float] | None = None, sexes: Sequence[str] = ("F", "M"), steps: int | None = None) -> dict[str, Any]:
     """Compare generated atlases with the population model's conditional means on the 2 mm working grid."""
-
     generator = load_generator(model, "cpu")
     result = score_against_population_mean(
         lambda age, sex: generator.sample_velocity({"age": float(age), "sex": sex}, steps=steps), ages, sexes, integrate=generator.velocity_to_displacement
@@ -52,7 +51,6 @@ def score_against_population_mean(
     (which is this for a generator). ``integrate(velocity, grid)`` turns a velocity into the displacement on the
     working grid (default: the population model's own ``exp``). Lets a diagnosis score one part of the pipeline
     alone (an autoencoder, a sampler)."""
-
     population = load_population_model()
     grid = working_grid()
     template = load_template("2mm")
@@ -109,7 +107,6 @@ def evaluate_oasis2d(model: str = "oasis2d", age_offset: float = 20.0, steps: in
     atlas (no condition set), (c) the bundled template itself and (d) the atlas of their age +/- ``age_offset``
     (the direction that stays in range, extrapolating only if neither does). Returns the mean displacement norm (mm,
     inside the template brain mask) of each, per subject and on average. Needs ``../shared/data``."""
-
     generator = load_generator(model, "cpu")
     card = generator.card
     validation = oasis2d_fields("validation")
@@ -153,7 +150,6 @@ def evaluate_oasis2d(model: str = "oasis2d", age_offset: float = 20.0, steps: in
 def ventricle_trends(model: str, fields, ages: Sequence[float] | None = None, max_subjects: int = 200) -> dict[str, Any]:
     """Ventricle volume (mL; mm^2 in 2D) against age: of the generated atlases (other conditions unset, per sex) and of
     the training subjects (the template labels warped by each subject's own exp(v)); least-squares slopes per year."""
-
     generator = load_generator(model, "cpu")
     card = generator.card
     spec = card.condition("age")

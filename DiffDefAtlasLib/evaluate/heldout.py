@@ -60,7 +60,6 @@ def register_images(network, atlas: torch.Tensor, images: torch.Tensor, mask: to
     Runs on the network's working grid (:func:`~DiffDefAtlasLib.imaging.resampling.working_grid_for`) and resamples
     the displacement back to ``grid`` when it differs.
     """
-
     wgrid = working_grid_for(grid, float(network.config.working_spacing_mm), network.config.shape_multiple)
 
     def to_work(x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +100,6 @@ def label_trend_model(label_areas: dict[str, np.ndarray], ages: np.ndarray, sexe
 
 def warped_label_sizes(labels: torch.Tensor, velocities: np.ndarray, velocity_grid: Grid, grid: Grid, names: dict[int, str]) -> dict[str, np.ndarray]:
     """Sizes of the template labels warped by each ``exp(v_i)`` (nearest), per label name: ``{name: (N,)}``."""
-
     sizes: dict[str, list[float]] = {name: [] for name in names.values()}
     with torch.no_grad():
         for start in range(0, len(velocities), 16):
@@ -243,7 +241,6 @@ def evaluate_heldout(
 def oasis_validation_inputs():
     """The OASIS axial template (image, mask, labels), validation slices ``(30, 1, 176, 208)``, their conditions, the
     training fields and the condition specs (age, sex). Needs ``../shared/data`` (or the fields cache)."""
-
     template, mask, labels = load_oasis_template()
     validation = oasis2d_fields("validation")
     train = oasis2d_fields("train")
@@ -259,7 +256,6 @@ def oasis_validation_inputs():
 def joint_oasis_template_network(train, settings=None):
     """The conditional template network trained jointly with the bundled 2D registration network on the OASIS
     training split's slices (images and (age, sex) only; :mod:`.joint_template_network`)."""
-
     template, mask, _ = load_oasis_template()
     image = torch.from_numpy(np.asarray(template.array, dtype=np.float32))[None, None]
     brain = torch.from_numpy((np.asarray(mask.array) > 0).astype(np.float32))[None, None]
@@ -272,7 +268,6 @@ def default_oasis_methods(network_steps: int = 300, variant: str | None = None) 
     """Template, kernel regression and template network on the OASIS training fields, the template network trained
     jointly with registration on the training slices, the bundled ``oasis2d`` generator, its other MP variant (given
     its model folder) and its no-integration proxy."""
-
     train = oasis2d_fields("train")
     methods: list[Any] = [
         TemplateBaseline(),
@@ -286,7 +281,6 @@ def default_oasis_methods(network_steps: int = 300, variant: str | None = None) 
 
 def evaluate_oasis_validation(methods: Sequence[Any], ages: Sequence[float] = (65, 75, 85), sexes: Sequence[str] = ("F", "M"), sigma: float = 0.15, progress=None) -> EvaluationResult:
     """:func:`evaluate_heldout` on the 30 OASIS validation slices with the bundled 2D registration network."""
-
     template, mask, labels, images, conditions, train, specs = oasis_validation_inputs()
     network = load_registration_network(2, "cpu")
     targets = [{"age": float(a), "sex": s} for s in sexes for a in ages]

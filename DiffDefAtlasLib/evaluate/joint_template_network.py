@@ -143,7 +143,6 @@ def train_joint_template_network(
     network of the grid's dimension, and ``loss_config`` to the loss on its model card; the network is copied, never
     changed in place. Returns the decoder as an atlas method.
     """
-
     settings = settings or JointTemplateSettings()
     if registration is None:
         from ..register import load_registration_network, read_model_card

@@ -56,7 +56,6 @@ UNITS = {
 
 def population_training_fields(count: int = 300, seed: int = 1):
     """``count`` subjects of the population model as a field set with conditions age and sex (the baselines' data)."""
-
     model = load_population_model()
     samples = model.sample(count, seed, measure=False)
     specs = [
@@ -70,7 +69,6 @@ def population_training_fields(count: int = 300, seed: int = 1):
 
 def _neighbour_inverse_mean(model, age: float, sex: str, count: int, sigma_years: float, seed: int, grid) -> tuple[torch.Tensor, np.ndarray]:
     """Weighted mean of ``exp(-v_i)`` of ``count`` sampled subjects near ``(age, sex)``; returns it and the weights."""
-
     low, high = model.condition_ranges["age"]
     rng = np.random.default_rng([seed, int(round(age * 10)), 0 if sex == "F" else 1])
     ages = np.clip(age + sigma_years * rng.standard_normal(count), low, high)
@@ -96,7 +94,6 @@ def evaluate_population3d(
     progress: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
     """Score ``methods`` at every ``(age, sex)`` against the population model's truth (see the module docstring)."""
-
     started = time.perf_counter()
     model = load_population_model()
     grid = working_grid()
@@ -169,7 +166,6 @@ def evaluate_population3d(
 def default_population_methods(network_steps: int = 300, training_subjects: int = 300, include_no_integration: bool = True, variant: str | None = None) -> list[Any]:
     """Template, kernel regression, template network (trained or cached), Diff-Def ``brain3d`` (its other MP variant
     from the model folder ``variant``, and its no-integration proxy), each as an :class:`~.methods.AtlasMethod`."""
-
     fields = population_training_fields(training_subjects)
     methods: list[Any] = [
         TemplateBaseline(),

@@ -90,7 +90,6 @@ def trend_table(result: EvaluationResult) -> str:
     The data row carries the slope's 95 % interval (normal approximation), so an atlas slope can be read as
     consistent with the data or not.
     """
-
     key = next((k for k in ("ventricle_ml", "ventricle_size") if k in result.metric_names), None)
     if key is None:
         return ""

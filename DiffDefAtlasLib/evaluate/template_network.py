@@ -150,7 +150,6 @@ def train_template_network(
     Subjects missing one of the used conditions are left out. The cache file name is a hash of the fields, the
     conditions and the settings, so other data retrains.
     """
-
     settings = settings or TemplateNetworkSettings()
     specs = [s for s in fields.specs if condition_names is None or s.name in condition_names]
     raw = np.stack([np.asarray(fields.conditions[s.name], dtype=np.float64) for s in specs], axis=1)

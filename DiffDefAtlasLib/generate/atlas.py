@@ -127,7 +127,7 @@ def check_sampling_settings(steps: int | None, guidance: float | None, temperatu
         if not math.isfinite(number) or not 0.0 <= number <= high:
             raise DiffDefInputError(f"{name}: expected a finite number from 0 to {high:g}, found {value}")
     if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) and not (isinstance(steps, float) and steps.is_integer()):
+        if isinstance(steps, bool) or not isinstance(steps, (int, float, np.integer)) or not float(steps).is_integer():
             raise DiffDefInputError(f"steps: expected a whole number of DDIM steps, found {steps!r}")
         if not 1 <= int(steps) <= MAX_STEPS:
             raise DiffDefInputError(f"steps: expected 1 to {MAX_STEPS} DDIM steps, found {steps}")

@@ -291,7 +291,6 @@ class VelocityGenerator(nn.Module):
     def mean_velocity(self, batch: int, values: torch.Tensor | None = None, present: torch.Tensor | None = None) -> torch.Tensor:
         """The velocity the autoencoder's residual is added to, ``(batch, ndim, *shape)``: the trend at the network
         condition values ``(batch, n)`` (unset where ``present`` is false; all unset when ``values`` is None)."""
-
         n = len(self.condition_names)
         if values is None or present is None:
             values, present = torch.zeros(batch, n), torch.zeros(batch, n, dtype=torch.bool)

@@ -170,7 +170,6 @@ class Alignment:
 
 def skull_score(moving: Volume, matrix: np.ndarray, fixed_mask: Volume) -> float:
     """:func:`outside_brain_fraction` of ``moving`` resampled through ``matrix`` onto the grid of ``fixed_mask``."""
-
     warped = resample(moving, fixed_mask.grid, matrix)[0, 0].numpy()
     return outside_brain_fraction(warped, np.asarray(fixed_mask.array) > 0)
 
@@ -236,7 +235,6 @@ def align_scan(
 def brain_mask_from_template(image: Volume) -> Volume:
     """A brain mask for a full-head 3D ``image``: the bundled template's brain mask carried onto it by
     :func:`anchored_affine` (the template is registered to the head)."""
-
     template = load_template("2mm")
     matrix = anchored_affine(template.t1, template.brain_mask, image, has_skull=True)  # template -> image points
     carried = resample(template.brain_mask, image.grid, np.linalg.inv(matrix), labels=True)

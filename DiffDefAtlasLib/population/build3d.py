@@ -274,7 +274,6 @@ def provenance(fields: IxiFieldSet, fitted: IxiFieldSet | None = None) -> dict:
 
 def fit_consistency(model: PopulationModel, fields: IxiFieldSet) -> dict:
     """How far the fits' own deformation (integrated on the 4 mm grid, 5 steps) is from the model's definition of exp(v)."""
-
     work = working_grid()
     mask = torch.from_numpy(load_template("2mm").brain_mask.array > 0)
     errors = []

@@ -40,13 +40,12 @@ from ..data.oasis import CONDITIONS, load_oasis_slice, oasis_affine, read_oasis_
 from ..errors import DiffDefInputError
 from ..imageio import Volume, read_image, write_image
 from ..resources import resource_path
-from ..spatial import Grid, warp_image
+from ..spatial import Grid, warp_image, warp_labels
 from ..checksum import file_sha256
 from .cache import cache_root, settings_key
 from .svf_fit import FitSettings, fit_velocity, velocity_to_displacement
 from ..conditions.columns import KNOWN_CONDITIONS
 from ..data.ixi import fit_trend
-from ..spatial import warp_labels
 
 TEMPLATE_FOLDER = "templates2d"
 TEMPLATE_FILES = {
@@ -401,7 +400,6 @@ def build_oasis_fields(cache_dir: str | Path | None = None, data_dir: str | Path
 
 def warped_ventricle_areas(fields: OasisFieldSet) -> np.ndarray:
     """Area (mm^2) of the template's ventricle label warped by each subject's ``exp(v)`` (nearest, on the 1 mm grid)."""
-
     _, _, labels = load_oasis_template()
     label_tensor = torch.from_numpy(labels.array.astype(np.int64))[None, None]
     areas = []
@@ -419,7 +417,6 @@ def ventricle_trend_report(fields: OasisFieldSet, data_dir: str | Path | None = 
 
     Returns ``{name: {"slope_per_year", "percent_per_year", "r", "n"}}`` (the dark-area proxy only when the data is there).
     """
-
     ages = fields.conditions["age"]
     measures = {"fitted_fields_ventricle_area_mm2": warped_ventricle_areas(fields)}
     try:

@@ -243,16 +243,16 @@ def register_to_atlas(
         alignment = Alignment(identity, outside > SKULL_THRESHOLD, outside, "none")
     report(0.3, "deformable registration")
 
-    def compute(dev: torch.device) -> RegistrationResult:
+    def compute(dev: torch.device) -> tuple[RegistrationResult, dict[str, float]]:
         return _deformable(
             network.to(dev), moving, atlas, atlas_labels, moving_labels, atlas_mask, alignment, wgrid, fixed_w.to(dev),
             mask_w.to(dev), refine, dev, report, timings, start,
         )
 
-    result = run_with_cpu_fallback(compute, torch_device)
+    result, figures = run_with_cpu_fallback(compute, torch_device)
     result.summary["alignment"] = alignment.as_dict()
     result.summary["atlas_brain_mask"] = mask_source
-    result.summary["quality"] = check_quality(result.summary.pop("_quality_figures"), thresholds)
+    result.summary["quality"] = check_quality(figures, thresholds)
     report(1.0, "done")
     return result
 
@@ -403,10 +403,10 @@ def carry_labels(
 
 
 def registration_summary(
-    stage: WorkingGridResult, composed: AtlasGridResult, dice: dict | None, alignment: Alignment, wgrid: Grid, mask_w: torch.Tensor,
-    refine: int, device: torch.device, timings: dict[str, float],
+    stage: WorkingGridResult, composed: AtlasGridResult, dice: dict | None, alignment: Alignment, wgrid: Grid, refine: int,
+    device: torch.device, timings: dict[str, float],
 ) -> dict:
-    """``summary.json`` of a registration, with the figures its quality check reads (``_quality_figures``)."""
+    """``summary.json`` of a registration (:func:`register_to_atlas` adds the quality record of :func:`quality_figures`)."""
     jac_summary, lam, history = composed.jacobian_summary, stage.lam, stage.refine_losses
     summary = {
         "device": describe_device(device),
@@ -425,12 +425,18 @@ def registration_summary(
         summary["refine_loss"] = {"first": history[0], "last": history[-1]}
     if dice is not None:
         summary["dice"] = dice
-    summary["_quality_figures"] = {
+    return summary
+
+
+def quality_figures(composed: AtlasGridResult, mask_w: torch.Tensor, alignment: Alignment) -> dict[str, float]:
+    """The figures :func:`~DiffDefAtlasLib.register.quality.check_quality` reads: brain NCC after the affine and after
+    registration, folding, and the brain overlap of the warped scan (its own brain when it has no skull or a deepbet
+    mask) with the atlas brain ``mask_w``."""
+    return {
         "affine_ncc": composed.similarity["ncc_brain_affine_only_working_grid"], "ncc": composed.similarity["ncc_brain"],
-        "folding": jac_summary["folding_ratio_nonpositive"],
+        "folding": composed.jacobian_summary["folding_ratio_nonpositive"],
         **brain_overlap(composed.warped_working, mask_w, own_brain=not alignment.has_skull or alignment.brain_mask is not None),
     }
-    return summary
 
 
 def _deformable(
@@ -449,8 +455,9 @@ def _deformable(
     report: Callable[[float, str], None],
     timings: dict[str, float],
     start: float,
-) -> RegistrationResult:
-    """The stages after the affine, on one device: network (and refinement), composition on the atlas grid, labels."""
+) -> tuple[RegistrationResult, dict[str, float]]:
+    """The stages after the affine, on one device: network (and refinement), composition on the atlas grid, labels;
+    with the figures of the quality check."""
     t0 = time.perf_counter()
     moving_t = to_tensor(moving, device)  # converted once: the working-grid input and the full-resolution warp share it
     fixed_in, moving_in = network_inputs(moving_t, moving, alignment, wgrid, fixed_w, mask_w)
@@ -465,7 +472,7 @@ def _deformable(
         labels_on_moving, dice = carry_labels(network, stage, composed, alignment.matrix, moving, atlas, atlas_labels, moving_labels, wgrid, device, timings)
     lam_volume = Volume(upsample_field(stage.lam, network.config.downsample)[0, 0].cpu().numpy().astype(np.float32), wgrid.affine)
     timings["total_s"] = time.perf_counter() - start
-    summary = registration_summary(stage, composed, dice, alignment, wgrid, mask_w, refine, device, timings)
+    summary = registration_summary(stage, composed, dice, alignment, wgrid, refine, device, timings)
     return RegistrationResult(
         warped=Volume(composed.warped[0, 0].cpu().numpy().astype(np.float32), atlas.affine),
         displacement=composed.total[0].cpu().numpy().astype(np.float32),
@@ -475,4 +482,4 @@ def _deformable(
         summary=summary,
         lambda_map=lam_volume,
         affine=np.asarray(alignment.matrix),
-    )
+    ), quality_figures(composed, mask_w, alignment)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import atomic_path
-from ..imageio import Volume
+from ..imageio import read_image, Volume
 from ..spatial import Grid, integrate_velocity, warp_image, warp_labels
 from .network import coarse_grid, upsample_field
 from ..data.ixi import ixi_subjects
@@ -33,7 +33,6 @@ from ..data.label_datasets import list_label_maps, load_label_map
 from ..data.labelmaps import class_lookup, has_ventricles, merge_ventricles_into_csf, to_diffdef_labels
 from ..data.oasis import load_oasis_slice
 from ..data.synthesis import synthesise_image
-from ..imageio import read_image
 from ..imaging.affine import AffineSettings, affine_register
 from ..imaging.intensity import normalise_intensity
 from ..imaging.masks import dilate
@@ -82,7 +81,6 @@ def cache_subjects(cache_dir: str | Path, log=print) -> list[Path]:
 
     Existing cache files are kept (the step is resumable). Returns the cache files.
     """
-
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     template = load_template("2mm")
@@ -248,7 +246,6 @@ class TemplatePairSampler:
         """The template itself, deformed by anything from nothing to ``moving_deform_mm``, as the moving image; half of
         the time with a bright shell outside the brain (starting 1-3 voxels out, 2-4 voxels thick). Atlases are
         template-contrast images too, and without such pairs the network moved the template onto itself by 1.5 mm."""
-
         u = random_displacement(self.grid, self.rng.uniform(0.0, 1.0) * self.moving_deform_mm, self.generator)
         image = self.template
         if self.rng.random() < 0.5:  # a bright shell outside the brain, as a skull left by skull stripping would be
@@ -262,7 +259,6 @@ class TemplatePairSampler:
 
 def oasis_template_2d(subject_ids: list[str]) -> Volume:
     """The 2D template: the mean of intensity-normalised OASIS axial slices (1 mm, 176 x 208)."""
-
     total = None
     affine = None
     for sid in subject_ids:

@@ -24,7 +24,6 @@ CARD_NAME = CARD_FILE
 
 def model_folder(spatial_dims: int = 3) -> Path:
     """The bundled model folder for ``spatial_dims`` (2 or 3)."""
-
     if spatial_dims not in (2, 3):
         raise DiffDefInputError(f"registration model: expected spatial_dims 2 or 3, found {spatial_dims}")
     return resources_dir() / "models" / f"registration{spatial_dims}d"

@@ -21,8 +21,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_path
-from ..atomic import write_text_atomic
+from ..atomic import atomic_path, write_text_atomic
 
 _PATTERN = re.compile(r"^(?P<stage>[a-z0-9_]+)_step(?P<step>\d{7})\.pt$")
 
@@ -104,7 +103,6 @@ class LossLog:
 
     def write_json(self, extra: dict[str, Any] | None = None) -> Path:
         """``<stage>_losses.json``: every row, plus ``extra``."""
-
         path = self.path.with_suffix(".json")
         write_text_atomic(path, json.dumps({"rows": self.rows(), **(extra or {})}, indent=1) + "\n")
         return path

@@ -26,7 +26,6 @@ STAGES = ("autoencoder", "diffusion", "mp", "export")
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``diffdef-atlas train``."""
-
     parser.add_argument("--stage", required=True, choices=STAGES, help="training stage (export writes the bundled model)")
     parser.add_argument("--model", default="brain3d", choices=sorted(RECIPES), help="which model to train")
     parser.add_argument("--work", required=True, help="work folder: cached fields, checkpoints, loss logs")
@@ -53,7 +52,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run one training stage."""
-
     if args.threads:
         import torch
 

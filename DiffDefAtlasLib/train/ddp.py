@@ -41,7 +41,6 @@ class DistributedContext:
 
 def init_distributed(device: str | torch.device = "auto") -> DistributedContext:
     """Initialise the process group from the environment when ``WORLD_SIZE > 1``; pick this rank's device."""
-
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     chosen = select_device(str(device))

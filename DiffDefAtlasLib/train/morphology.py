@@ -120,7 +120,6 @@ class MorphologyObjective(nn.Module):
     def neighbour_displacements(self, atlas: torch.Tensor, u_atlas: torch.Tensor, subjects: torch.Tensor) -> torch.Tensor:
         """Each subject ``(B, N, 1, *shape)`` registered to its atlas, minus the atlas registered to itself when
         ``subtract_self_registration`` is set: ``(B, N, ndim, *shape)``."""
-
         batch, n = subjects.shape[:2]
         with torch.no_grad():
             mask = warp_image(self.template_mask.expand(batch, *self.template_mask.shape[1:]), u_atlas, self.working_grid) > 0.5
@@ -162,7 +161,6 @@ def subject_images(fields: FieldSet, card, template_work: torch.Tensor, index: n
 def template_on_working_grid(card, mask: bool = False) -> torch.Tensor:
     """The model's template intensities resampled to its working grid ``(1, 1, *shape)``; with ``mask``, its label
     mask instead (labels > 0, nearest neighbour), as float 0/1."""
-
     images = template_images(card)
     volume = images.labels if mask else images.image
     working = card.grid("working")
@@ -183,7 +181,6 @@ def train_morphology(
 
     ``registration`` defaults to the bundled frozen network (:func:`DiffDefAtlasLib.register.load_registration_network`).
     """
-
     mp = mp or MorphologySettings()
     context = init_distributed(settings.device)
     try:

@@ -156,7 +156,6 @@ def cached_fields(name: str, work_dir: str | Path, subjects: int | None = None, 
 
 def draft_card(name: str, fields: FieldSet) -> tuple[ModelCard, dict[str, Any]]:
     """A new draft card for recipe ``name`` and the template files to write beside the exported model."""
-
     r = recipe(name)
     working, output, template, files = r.setup(fields)
     card = new_draft(name, fields, working, output, template, r.description, r.trend)

@@ -29,14 +29,13 @@ from torch import nn
 from ..atomic import atomic_path, write_text_atomic
 from ..errors import DiffDefInputError
 from ..generate.model_card import ConditionSpec, ModelCard
-from ..generate.networks import AUTOENCODER_DEFAULTS, UNET_DEFAULTS, autoencoder_factor, build_autoencoder, build_unet, condition_kinds
+from ..generate.networks import AUTOENCODER_DEFAULTS, autoencoder_factor, build_autoencoder, build_generator_network, build_unet, condition_kinds, UNET_DEFAULTS
 from ..generate.sampling import SCHEDULER_DEFAULTS, make_scheduler, training_target
 from .checkpoints import LossLog, latest_checkpoint, save_checkpoint
 from .data import FieldSet
 from .ddp import DistributedContext, barrier, cleanup, init_distributed, shard_indices, unwrap, wrap_model
 from ..conditions.resolve import encode_value
 from ..generate.bundled import record_template_checksums, save_model
-from ..generate.networks import build_generator_network
 from ..generate.trend import fit_trend, is_fitted, trend_velocity
 
 DRAFT_CARD = "draft_card.json"
@@ -206,7 +205,6 @@ def load_draft(work_dir: str | Path) -> ModelCard:
 def save_draft(card: ModelCard, work_dir: str | Path) -> None:
     """Write the draft card into ``work_dir``, with the sha256 of the template files beside it (the MP stage loads
     them through the same checked path as a bundled model)."""
-
     write_text_atomic(Path(work_dir) / DRAFT_CARD, record_template_checksums(card, work_dir).to_json())
 
 
@@ -264,7 +262,6 @@ TREND_MAPS = "trend_maps.npy"
 def fit_field_trend(fields: FieldSet, card: ModelCard) -> tuple[ModelCard, np.ndarray, np.ndarray]:
     """Fit the trend the card names to ``fields`` (when it names one): the card gets the fitted entry and a velocity
     scale from the residual, and is returned with the intercept and term maps for :func:`save_baseline`."""
-
     values, present = condition_arrays(fields, card)
     config, intercept, maps = fit_trend(fields.velocities, card.condition_names, values, present, card.trend["terms"], card.trend.get("adjusted"))
     card.trend = config
@@ -296,7 +293,6 @@ class Baseline:
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         """``(len(index), ndim, *shape)`` float32."""
-
         return trend_velocity(self.trend, self.names, self.mean, self.maps, self.values[index], self.present[index])
 
 
@@ -392,7 +388,6 @@ def encode_fields(autoencoder: Any, fields: FieldSet, card: ModelCard, baseline:
 
 def condition_arrays(fields: FieldSet, card: ModelCard) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised condition values ``(N, n)`` and a present mask (finite values) in card order."""
-
     n = len(fields)
     values = np.zeros((n, len(card.conditions)), dtype=np.float32)
     present = np.zeros((n, len(card.conditions)), dtype=bool)
@@ -460,7 +455,6 @@ def train_diffusion(fields: FieldSet, settings: StageSettings) -> dict[str, Any]
 
 def assemble_network(work_dir: str | Path, card: ModelCard, use_mp: bool = True) -> nn.Module:
     """The :class:`~DiffDefAtlasLib.generate.networks.VelocityGenerator` from the stage checkpoints (MP weights when present)."""
-
     network = build_generator_network(card)
     network.autoencoder.load_state_dict(load_trained_autoencoder(work_dir, card).state_dict())
     network.field_mean.copy_(torch.from_numpy(np.load(Path(work_dir) / "field_mean.npy")))
@@ -476,7 +470,6 @@ def assemble_network(work_dir: str | Path, card: ModelCard, use_mp: bool = True)
 
 def export_model(work_dir: str | Path, folder: str | Path, use_mp: bool = True, metrics: dict[str, Any] | None = None) -> ModelCard:
     """Write the trained model (safetensors + card with checksum) into ``folder`` (e.g. ``Resources/models/brain3d``)."""
-
     card = load_draft(work_dir)
     network = assemble_network(work_dir, card, use_mp)
     card.training["mp_finetuned"] = bool(use_mp and latest_checkpoint(work_dir, "mp") is not None)
