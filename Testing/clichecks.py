@@ -14,3 +14,14 @@ def one_error_line(capsys, code: int, *needles: str, status: int | None = None) 
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+def installed_command() -> str | None:
+    """The ``diffdef-atlas`` console script of the running interpreter's environment (the one ``pip install -e .``
+    put beside ``python``, found even when the venv is not activated), else the one on ``PATH``, else None."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "diffdef-atlas"
+    return str(beside) if beside.is_file() else shutil.which("diffdef-atlas")

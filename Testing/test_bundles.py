@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from DiffDefAtlasLib.bundles import read_card, write_card
+from DiffDefAtlasLib.bundles import read_card, verified_weights, weights_entry, write_card
 from DiffDefAtlasLib.cli.main import main
 from DiffDefAtlasLib.errors import DiffDefInputError
 
@@ -57,3 +57,43 @@ def test_the_registration_and_population_cards_use_the_same_reader(tmp_path):
         read_model_card(folder=tmp_path)
     with pytest.raises(DiffDefInputError, match="population model card is not valid JSON"):
         PopulationModel.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["brain3d", "oasis2d", "population3d", "registration2d", "registration3d"])
+def test_every_bundled_card_has_one_weights_entry(name):
+    """The five bundled models share one schema: ``weights`` = file, SHA-256 and size. Reference: hashlib and
+    ``os.stat`` of the shipped file, independent of the library's checksum helper."""
+    import hashlib
+
+    from DiffDefAtlasLib.resources import resources_dir
+
+    folder = resources_dir() / "models" / name
+    card = read_card(folder)
+    assert set(card["weights"]) == {"file", "sha256", "bytes"}
+    assert not {"weights_file", "weights_sha256", "sha256"} & set(card)  # the old per-model keys are gone
+    data = (folder / card["weights"]["file"]).read_bytes()
+    assert card["weights"] == {"file": card["weights"]["file"], "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert verified_weights(folder, card) == folder / card["weights"]["file"]
+
+
+def test_verified_weights_refuses_each_fault_naming_the_file(tmp_path):
+    """A weights entry written by :func:`weights_entry` passes; a missing entry, a missing file, a truncated copy
+    and a same-size altered copy are each refused with the file's name."""
+    import hashlib
+
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(bytes(range(256)) * 4)
+    entry = weights_entry(path)
+    assert entry == {"file": "w.safetensors", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": 1024}
+    card = {"weights": entry}
+    assert verified_weights(tmp_path, card) == path
+    with pytest.raises(DiffDefInputError, match="has no weights entry"):
+        verified_weights(tmp_path, {"weights_file": "w.safetensors"})
+    with pytest.raises(DiffDefInputError, match=r"gone\.safetensors: weights not found"):
+        verified_weights(tmp_path, {"weights": {**entry, "file": "gone.safetensors"}})
+    path.write_bytes(bytes(range(256)) * 3)
+    with pytest.raises(DiffDefInputError, match=r"w\.safetensors: expected 1024 bytes, found 768"):
+        verified_weights(tmp_path, card)
+    path.write_bytes(bytes(range(255, -1, -1)) * 4)
+    with pytest.raises(DiffDefInputError, match=r"w\.safetensors: checksum mismatch"):
+        verified_weights(tmp_path, card, "weights of model 'w'")

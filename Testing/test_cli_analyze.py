@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from clichecks import installed_command
 from DiffDefAtlasLib.cli.main import main
 from DiffDefAtlasLib.spatial import Grid, displacement_to_sitk
 from DiffDefAtlasLib.spatial.convert import itk_to_ras_affine
@@ -72,12 +72,12 @@ def test_analyze_refuses_existing_output_and_bad_files(sitk_field, tmp_path, cap
     assert "bad.nii.gz" in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
-@pytest.mark.skipif(shutil.which("diffdef-atlas") is None, reason="package not installed (pip install -e .)")
+@pytest.mark.skipif(installed_command() is None, reason="package not installed (pip install -e .)")
 def test_console_command_is_installed(sitk_field, tmp_path):
     """Reference: the installed console script runs as a user would type it."""
     image, _ = sitk_field
     sitk.WriteImage(image, str(tmp_path / "f.nii.gz"))
-    result = subprocess.run(["diffdef-atlas", "analyze", str(tmp_path / "f.nii.gz"), "--out", str(tmp_path / "o")],
+    result = subprocess.run([str(installed_command()), "analyze", str(tmp_path / "f.nii.gz"), "--out", str(tmp_path / "o")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "o" / "summary.json").is_file()

@@ -28,7 +28,8 @@ def test_bundled_files_match_card(model):
     folder = resource_path(*MODEL_FOLDER)
     weights = folder / WEIGHTS_FILE
     card = json.loads((folder / CARD_FILE).read_text())
-    assert hashlib.sha256(weights.read_bytes()).hexdigest() == card["weights_sha256"]
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == card["weights"]["sha256"]
+    assert card["weights"] == {"file": WEIGHTS_FILE, "sha256": card["weights"]["sha256"], "bytes": weights.stat().st_size}
     assert weights.stat().st_size <= 8 * 1024**2
     assert model.grid == working_grid().zoomed(2) and model.grid.shape == (40, 48, 40)
     lo, hi = model.condition_ranges["age"]

@@ -103,12 +103,14 @@ def test_bundled_network_is_frozen_but_differentiable_in_its_inputs():
 @pytest.mark.parametrize("dims", [2, 3])
 def test_model_cards_describe_training_and_checksum(dims):
     """Each bundled model card names its training data and architecture, and its sha256 matches the file."""
-    from DiffDefAtlasLib.register.weights import sha256_of
+    import hashlib
 
     card = read_model_card(dims)
     assert card["network"]["spatial_dims"] == dims
     assert card["training"]["data"]
-    assert sha256_of(model_folder(dims) / card["weights_file"]) == card["sha256"]
+    data = (model_folder(dims) / card["weights"]["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == card["weights"]["sha256"]
+    assert len(data) == card["weights"]["bytes"]
 
 
 def test_corrupt_weights_are_refused(tmp_path):
@@ -116,7 +118,7 @@ def test_corrupt_weights_are_refused(tmp_path):
     folder = tmp_path / "registration2d"
     shutil.copytree(model_folder(2), folder)
     card = read_model_card(folder=folder)
-    path = folder / card["weights_file"]
+    path = folder / card["weights"]["file"]
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))

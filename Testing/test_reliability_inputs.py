@@ -11,7 +11,6 @@ failing later on the absent bundled weights). Generator inputs (conditions, mode
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import nibabel as nib
@@ -23,7 +22,7 @@ import torch
 from DiffDefAtlasLib.cli.main import main
 from DiffDefAtlasLib.errors import DiffDefInputError
 
-from clichecks import one_error_line
+from clichecks import one_error_line, installed_command
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
@@ -229,11 +228,11 @@ def test_unexpected_errors_are_one_line_too(files, tmp_path, capsys, monkeypatch
     one_error_line(capsys, code, "warped.nii.gz", "No space left on device")
 
 
-@pytest.mark.skipif(shutil.which("diffdef-atlas") is None, reason="package not installed (pip install -e .)")
+@pytest.mark.skipif(installed_command() is None, reason="package not installed (pip install -e .)")
 def test_installed_command_prints_no_traceback(files, tmp_path):
     """Reference: the console script as a user types it, in a fresh process (its real stderr, not a capture)."""
     result = subprocess.run(
-        ["diffdef-atlas", "register", "--moving", str(files["truncated_gz"]), "--fixed", str(files["good3"]), "--out", str(tmp_path / "o")],
+        [str(installed_command()), "register", "--moving", str(files["truncated_gz"]), "--fixed", str(files["good3"]), "--out", str(tmp_path / "o")],
         capture_output=True, text=True, timeout=300,
     )
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
+from ..bundles import file_sha256, weights_entry
 from ..errors import DiffDefInputError
 from ..resources import resources_dir
 from .atlas import AtlasResult, Generator
-from .model_card import CARD_FILE, ModelCard, is_generator_card, sha256_file, verify_weights
+from .model_card import CARD_FILE, ModelCard, is_generator_card, verify_weights
 from .networks import build_generator_network
 
 WEIGHTS_FILE = "model.safetensors"
@@ -68,7 +69,7 @@ def record_template_checksums(card: ModelCard, folder: str | Path) -> ModelCard:
     if (card.template or {}).get("kind") == "files":
         names = [card.template[key] for key in ("image", "labels") if card.template.get(key)]
         present = [name for name in names if (Path(folder) / name).is_file()]  # a missing one is refused at load
-        card.template = {**card.template, "sha256": {name: sha256_file(Path(folder) / name) for name in present}}
+        card.template = {**card.template, "sha256": {name: file_sha256(Path(folder) / name) for name in present}}
     return card
 
 
@@ -85,7 +86,7 @@ def save_model(card: ModelCard, network: torch.nn.Module, folder: str | Path) ->
     target = folder / WEIGHTS_FILE
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata={"model": card.name, "format": "pt"})
-    card.weights = {"file": WEIGHTS_FILE, "sha256": sha256_file(target), "bytes": target.stat().st_size}
+    card.weights = weights_entry(target)
     record_template_checksums(card, folder)
     card.save(folder)
     return card

@@ -13,8 +13,6 @@ Example:
 
 from __future__ import annotations
 
-from ..checksum import file_sha256 as sha256_file, verify_sha256  # noqa: F401 (sha256_file: the checksum cards record)
-
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import write_text_atomic
-from ..bundles import CARD_FILE, card_path, read_card
+from ..bundles import CARD_FILE, card_path, read_card, verified_weights
 from ..errors import DiffDefInputError
 from ..conditions.spec import KINDS, ConditionSpec  # noqa: F401 (the card's condition schema)
 from ..spatial.grid import Grid
@@ -181,10 +179,4 @@ def verify_weights(card: ModelCard) -> Path:
     """Check the weights file against the card's size and sha256; a missing, truncated or altered file raises
     :class:`DiffDefInputError`."""
     path = card.weights_path
-    if not path.is_file():
-        raise DiffDefInputError(f"{path}: weights of model '{card.name}' not found")
-    size = path.stat().st_size
-    if "bytes" in card.weights and size != int(card.weights["bytes"]):
-        raise DiffDefInputError(f"{path}: expected {card.weights['bytes']} bytes, found {size} (truncated or replaced file)")
-    verify_sha256(path, card.weights.get("sha256"), f"weights of model '{card.name}'")
-    return path
+    return verified_weights(path.parent, {"weights": {**card.weights, "file": path.name}}, f"weights of model '{card.name}'")

@@ -27,8 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..bundles import CARD_FILE, read_card, write_card
-from ..checksum import file_sha256, verify_sha256
+from ..bundles import CARD_FILE, read_card, verified_weights, weights_entry, write_card
 from ..conditions.resolve import resolve_value
 from ..conditions.spec import ConditionSpec
 from ..errors import DiffDefInputError
@@ -293,8 +292,7 @@ class PopulationModel:
         card = dict(card)
         card.update(
             {
-                "weights_file": WEIGHTS_FILE,
-                "weights_sha256": file_sha256(weights),
+                "weights": weights_entry(weights),
                 "weights_dtype": np.dtype(dtype).name,
                 "grid": {"shape": list(self.grid.shape), "affine": self.grid.affine.tolist()},
                 "age_reference": self.age_reference,
@@ -314,8 +312,7 @@ class PopulationModel:
         folder = Path(folder)
         card_path = folder / CARD_FILE
         card = read_card(card_path, "population model card")
-        weights = folder / card.get("weights_file", WEIGHTS_FILE)
-        verify_sha256(weights, card.get("weights_sha256"), "population model weights")
+        weights = verified_weights(folder, card, "population model weights")
         arrays = load_file(str(weights))
         grid = Grid(tuple(card["grid"]["shape"]), np.array(card["grid"]["affine"]))
         return cls(

@@ -1,4 +1,5 @@
-"""Bundled registration weights: safetensors files with a JSON model card (architecture, training data, metrics, sha256).
+"""Bundled registration weights: safetensors files with a JSON model card (architecture, training data, metrics, and
+the ``weights`` entry of :mod:`DiffDefAtlasLib.bundles`).
 
 Layout: ``Resources/models/registration3d/`` and ``registration2d/``, each holding ``model_card.json`` and the
 weights file it names. The card is the single source of truth for the architecture, the working-grid spacing and
@@ -7,13 +8,11 @@ the measured accuracy.
 
 from __future__ import annotations
 
-from ..checksum import file_sha256 as sha256_of, verify_sha256
-
 from functools import lru_cache
 from pathlib import Path
 
 from ..atomic import atomic_path
-from ..bundles import CARD_FILE, read_card, write_card
+from ..bundles import CARD_FILE, read_card, verified_weights, weights_entry, write_card
 from ..errors import DiffDefInputError
 from .network import NetworkConfig, RegistrationNetwork
 from ..device import select_device
@@ -27,8 +26,6 @@ def model_folder(spatial_dims: int = 3) -> Path:
     if spatial_dims not in (2, 3):
         raise DiffDefInputError(f"registration model: expected spatial_dims 2 or 3, found {spatial_dims}")
     return resources_dir() / "models" / f"registration{spatial_dims}d"
-
-
 
 
 def read_model_card(spatial_dims: int = 3, folder: str | Path | None = None) -> dict:
@@ -50,8 +47,7 @@ def _verified_state(folder: str) -> tuple[dict, dict]:
     from safetensors.torch import load_file
 
     card = read_model_card(folder=folder)
-    path = Path(folder) / card["weights_file"]
-    verify_sha256(path, card.get("sha256"), "registration weights")
+    path = verified_weights(folder, card, "registration weights")
     try:
         return card, load_file(str(path))
     except Exception as error:  # safetensors raises SafetensorError for files that are not safetensors
@@ -69,7 +65,6 @@ def load_registration_network(spatial_dims: int = 3, device="cpu", folder: str |
         >>> displacement, velocity, lam = net.predict_displacement(moving, fixed, working_grid())  # doctest: +SKIP
     """
     import torch
-
 
     folder = Path(folder) if folder is not None else model_folder(spatial_dims)
     card, state = _verified_state(str(folder.resolve()))
@@ -101,8 +96,7 @@ def save_registration_network(network: RegistrationNetwork, folder: str | Path, 
         save_file(state, str(tmp), metadata={"format": "pt"})
     card = dict(card)
     card["network"] = network.config.to_dict()
-    card["weights_file"] = name
-    card["sha256"] = sha256_of(folder / name)
+    card["weights"] = weights_entry(folder / name)
     write_card(folder, card)
     _verified_state.cache_clear()
     return folder / CARD_NAME
