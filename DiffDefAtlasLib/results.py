@@ -1,12 +1,15 @@
-"""Result folders of the commands: checked, built beside their target and swapped in whole; `summary.json` writing."""
+"""Result folders of the commands: their file names, checked, built beside their target and swapped in whole;
+`summary.json` writing; and the one naming rule of an atlas (:func:`atlas_stem`).
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 from .atomic import staged_folder, write_text_atomic
 from .errors import DiffDefInputError
@@ -50,6 +53,51 @@ EXPORT_SUFFIXES = {
     "folding": "_folding.nii.gz",
     "summary": "_summary.json",
 }
+
+
+def format_number(value: float | None) -> str:
+    """Short text for a number: ``72`` not ``72.0``, ``0.25`` as is."""
+    if value is None:
+        return "?"
+    value = float(value)
+    return str(int(round(value))) if abs(value - round(value)) < 1e-9 else f"{value:g}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(text)).strip("-") or "x"
+
+
+def seed_with_effect(seed: Any, summary: Mapping[str, Any] | None) -> int | None:
+    """``seed`` when it changed the atlas (a draw at temperature above 0), else ``None``: at temperature 0 every
+    seed gives the same atlas, so names leave it out.
+
+    Example:
+        >>> seed_with_effect(3, {"temperature": 0.0}), seed_with_effect(3, {"temperature": 1.0})
+        (None, 3)
+    """
+    try:
+        temperature = float((summary or {}).get("temperature") or 0.0)
+        return int(seed) if temperature > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def atlas_stem(model: str, conditions: Mapping[str, Any], seed: int | None = None) -> str:
+    """The one naming rule of an atlas: model, conditions (sorted) and, when it has an effect, the seed (see
+    :func:`seed_with_effect`); safe on every file system. Export file stems and Slicer node names both use it.
+
+    Example:
+        >>> atlas_stem("brain3d", {"sex": "F", "age": 72.0}), atlas_stem("brain3d", {"age": 72.0}, seed=3)
+        ('brain3d_age-72_sex-F', 'brain3d_age-72_seed-3')
+    """
+    parts = [_slug(model)]
+    for name in sorted(conditions):
+        value = conditions[name]
+        text = format_number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+        parts.append(f"{_slug(name)}-{_slug(text)}")
+    if seed is not None:
+        parts.append(f"seed-{int(seed)}")
+    return "_".join(parts)
 
 
 def check_output_dir(path: str | Path, overwrite: bool = False, *, whole: bool = True) -> Path:

@@ -21,6 +21,7 @@ import pytest
 import SimpleITK as sitk
 
 from DiffDefAtlasLib.errors import DiffDefInputError
+from DiffDefAtlasLib import results
 from DiffDefAtlasLib.imageio import Volume
 from DiffDefAtlasLib.slicer_support import arrays, dependencies, devices, exports, gui_state, layers, overlays, sliders, vtk_grid
 from DiffDefAtlasLib.spatial import Grid
@@ -454,12 +455,12 @@ def test_slicer_support_imports_without_torch():
 
 
 def test_export_stem_is_stable_and_file_system_safe():
-    assert exports.export_stem("brain3d", {"sex": "F", "age": 72.0}) == "brain3d_age-72_sex-F"
-    assert exports.export_stem("brain3d", {"age": 72.5, "group": "a/b c"}, seed=4) == "brain3d_age-72.5_group-a-b-c_seed-4"
-    assert exports.export_stem("m", {}) == "m"
+    assert results.atlas_stem("brain3d", {"sex": "F", "age": 72.0}) == "brain3d_age-72_sex-F"
+    assert results.atlas_stem("brain3d", {"age": 72.5, "group": "a/b c"}, seed=4) == "brain3d_age-72.5_group-a-b-c_seed-4"
+    assert results.atlas_stem("m", {}) == "m"
     # The seed is named only where it changed the atlas (a draw at temperature above 0).
-    assert exports.seed_with_effect(4, {"temperature": 0.0}) is None and exports.seed_with_effect(4, {}) is None
-    assert exports.seed_with_effect(4, {"temperature": 1.0}) == 4 and exports.seed_with_effect("x", {"temperature": 1}) is None
+    assert results.seed_with_effect(4, {"temperature": 0.0}) is None and results.seed_with_effect(4, {}) is None
+    assert results.seed_with_effect(4, {"temperature": 1.0}) == 4 and results.seed_with_effect("x", {"temperature": 1}) is None
 
 
 def test_export_atlas_writes_readable_files(tmp_path):

@@ -1,11 +1,10 @@
-"""The Slicer export: file stems (model, conditions, and the seed only where it has an effect) and the files
-written into a folder the user chose, each atomically, never replacing files without asking.
+"""The Slicer export: the files of one atlas written into a folder the user chose, named by
+:func:`~DiffDefAtlasLib.results.atlas_stem`, each atomically, never replacing files without asking.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -13,48 +12,10 @@ import numpy as np
 
 from ..errors import DiffDefInputError
 from ..results import EXPORT_SUFFIXES
-from .sliders import format_number
 from .overlays import folding_from_jacobian
 
 if TYPE_CHECKING:  # imageio pulls in the spatial package (torch); the module needs this file before torch exists
     from ..imageio import Volume
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(text)).strip("-") or "x"
-
-
-def seed_with_effect(seed: Any, summary: Mapping[str, Any] | None) -> int | None:
-    """``seed`` when it changed the atlas (a draw at temperature above 0), else ``None``: at temperature 0 every
-    seed gives the same atlas, so names leave it out.
-
-    Example:
-        >>> seed_with_effect(3, {"temperature": 0.0}), seed_with_effect(3, {"temperature": 1.0})
-        (None, 3)
-    """
-    try:
-        temperature = float((summary or {}).get("temperature") or 0.0)
-        return int(seed) if temperature > 0 else None
-    except (TypeError, ValueError):
-        return None
-
-
-def export_stem(model: str, conditions: Mapping[str, Any], seed: int | None = None) -> str:
-    """File-name stem naming an atlas by model, conditions (sorted) and, when it has an effect, the seed (see
-    :func:`seed_with_effect`); safe on every file system.
-
-    Example:
-        >>> export_stem("brain3d", {"sex": "F", "age": 72.0}), export_stem("brain3d", {"age": 72.0}, seed=3)
-        ('brain3d_age-72_sex-F', 'brain3d_age-72_seed-3')
-    """
-    parts = [_slug(model)]
-    for name in sorted(conditions):
-        value = conditions[name]
-        text = format_number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-        parts.append(f"{_slug(name)}-{_slug(text)}")
-    if seed is not None:
-        parts.append(f"seed-{int(seed)}")
-    return "_".join(parts)
 
 
 class ExportConflict(DiffDefInputError):

@@ -22,7 +22,7 @@ from typing import Any, Mapping, cast
 import numpy as np
 
 from .arrays import displacement_magnitude, volume_to_slicer_array
-from .exports import export_stem, seed_with_effect
+from ..results import atlas_stem, seed_with_effect
 from .overlays import WindowLevel, folding_from_jacobian, jacobian_window_level, magnitude_window_level
 
 SCALAR_VOLUME = "vtkMRMLScalarVolumeNode"
@@ -108,8 +108,8 @@ class RegistrationLayers:
 
 def atlas_title(model: str, conditions: Mapping[str, Any], seed: int | None = None) -> str:
     """The common start of every atlas node name: model, conditions (sorted) and the seed when it has an effect,
-    separated by spaces (the rule of :func:`~DiffDefAtlasLib.slicer_support.exports.export_stem`)."""
-    return export_stem(model, conditions, seed).replace("_", " ")
+    separated by spaces (the rule of :func:`~DiffDefAtlasLib.results.atlas_stem`)."""
+    return atlas_stem(model, conditions, seed).replace("_", " ")
 
 
 def atlas_node_names(model: str, conditions: Mapping[str, Any], seed: int | None = None) -> dict[str, str]:
@@ -154,7 +154,7 @@ def export_stem_for_record(record: Mapping[str, Any], fallback_model: str = "atl
     """The export file stem of the atlas described by a generation record."""
     conditions = cast("dict[str, Any]", record.get("conditions")) if isinstance(record.get("conditions"), dict) else {}
     summary = record.get("summary") if isinstance(record.get("summary"), dict) else {}
-    return export_stem(str(record.get("model") or fallback_model), conditions, seed_with_effect(record.get("seed"), cast("dict[str, Any]", summary)))
+    return atlas_stem(str(record.get("model") or fallback_model), conditions, seed_with_effect(record.get("seed"), cast("dict[str, Any]", summary)))
 
 
 def atlas_layers(result, *, model: str, conditions: Mapping[str, Any], seed: int = 0) -> AtlasLayers:

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 from ..conditions.spec import KINDS
 from ..errors import DiffDefInputError
+from ..results import format_number
 
 
 class ConditionLike(Protocol):
@@ -83,14 +84,6 @@ class ConditionControl:
             return value if str(value) in self.choices else self.default
         assert self.slider_minimum is not None and self.slider_maximum is not None
         return min(float(self.slider_maximum), max(float(self.slider_minimum), float(value)))
-
-
-def format_number(value: float | None) -> str:
-    """Short text for a number: ``72`` not ``72.0``, ``0.25`` as is."""
-    if value is None:
-        return "?"
-    value = float(value)
-    return str(int(round(value))) if abs(value - round(value)) < 1e-9 else f"{value:g}"
 
 
 def nice_step(span: float, steps: int = 100) -> float:
