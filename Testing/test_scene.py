@@ -422,9 +422,28 @@ def test_describe_device_names_the_device_or_explains():
     assert devices.describe_device("cpu").startswith("cpu (")
     text = devices.describe_device("cuda")
     if torch.cuda.is_available():
-        assert "GiB free" in text
+        assert "GiB" in text
     else:
         assert "CUDA" in text and "no CUDA GPU" in text
+
+
+def test_describe_device_opens_no_cuda_context(monkeypatch):
+    """Reference: torch's CUDA calls that need a context (mem_get_info, current_device's lazy context, allocations)
+    fail here; the label is made from the device properties alone."""
+    import torch
+    from types import SimpleNamespace
+
+    def needs_context(*args, **kwargs):
+        raise AssertionError("the GUI label opened a CUDA context")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", needs_context)
+    monkeypatch.setattr(torch.cuda, "current_device", needs_context)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: SimpleNamespace(name="Test GPU", total_memory=8 * 1024**3))
+    assert devices.describe_device("cuda") == "cuda:0 (Test GPU, 8.0 GiB)"
+    assert devices.describe_device("auto") == "cuda:0 (Test GPU, 8.0 GiB)"
 
 
 def test_missing_requirements_compares_lower_bounds():
@@ -609,7 +628,7 @@ def test_registration_layers_and_node_names():
         labels_on_moving=Volume(rng.integers(0, 5, size=(7, 8, 3)).astype(np.uint8), scan_affine), summary={},
     )
     plan = layers.registration_layers(result, "MRHead")
-    assert plan.names == {"warped": "MRHead in atlas space", "transform": "MRHead atlas-to-scan transform",
+    assert plan.names == {"warped": "MRHead in atlas space", "transform": "MRHead to atlas transform",
                           "jacobian": "MRHead registration Jacobian", "labels": "MRHead atlas labels",
                           "segmentation": "MRHead atlas segmentation"}
     assert plan.warped.shape == (4, 5, 6) and plan.labels.shape == (3, 8, 7)  # labels on the scan's grid
@@ -701,6 +720,36 @@ def test_missing_dependencies_lists_torch_first():
     assert dependencies.missing_dependencies(find_spec=lambda name: object(), version_of=installed.__getitem__) == []
     assert dependencies.missing_pip_requirements(version_of={}.__getitem__) == list(dependencies.SLICER_PIP_REQUIREMENTS)
     assert dependencies.torch_installed() and dependencies.missing_dependencies() == []
+
+
+def test_old_torch_counts_as_missing_and_the_installed_build_is_pinned():
+    """Reference: hand-made version tables; ``packaging.version`` for the comparison the requirement means."""
+    from packaging.version import Version
+
+    present = lambda name: object()  # noqa: E731
+    for found in ("1.13.1+cu117", "2.0.1", "2.1.0", "2.5.1+cu121"):
+        problem = dependencies.torch_problem(find_spec=present, version_of={"torch": found}.__getitem__)
+        too_old = Version(found) < Version("2.1")
+        assert (problem is not None) == too_old, found
+        listed = dependencies.missing_dependencies(find_spec=present, version_of={"torch": found, "monai": "1.5",
+                                                   "nibabel": "5.3", "safetensors": "0.5", "tqdm": "4.67"}.__getitem__)
+        assert listed == (["torch"] if too_old else [])
+    assert dependencies.torch_problem(find_spec=lambda name: None) == "PyTorch is not installed"
+    assert dependencies.torch_constraint({"torch": "2.5.1+cu121"}.__getitem__) == "torch==2.5.1+cu121"
+    assert dependencies.torch_constraint({}.__getitem__) is None
+
+
+def test_updated_imported_packages_names_only_changed_and_loaded_ones():
+    """Reference: a hand-made before/after of pip's effect and the modules loaded in this process."""
+    before = {"monai": "1.3.2", "tqdm": "4.66.0", "nibabel": "5.2.0"}
+    after = {"monai": "1.4.0", "tqdm": "4.66.0", "nibabel": "5.3.0", "safetensors": "0.5.0"}
+    names = {"monai": ["monai"], "nibabel": ["nibabel"], "safetensors": ["safetensors"]}
+    assert dependencies.updated_imported_packages(before, after, ["monai", "safetensors"], names) == [
+        "monai 1.3.2 -> 1.4.0", "safetensors new -> 0.5.0"]
+    assert dependencies.updated_imported_packages(before, after, ["numpy"], names) == []
+    here = dependencies.installed_versions()
+    assert "numpy" in here and "torch" in dependencies.distribution_import_names()
+    assert dependencies.updated_imported_packages(here, here, list(sys.modules), dependencies.distribution_import_names()) == []
 
 
 def test_pip_and_torch_requirements_are_valid_and_satisfied_here():

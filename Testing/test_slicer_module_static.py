@@ -313,7 +313,9 @@ def test_module_compiles_and_defines_the_slicer_classes():
     assert "runTest" in test_methods and any(m.startswith("test_") for m in test_methods)
     source = MODULE_FILE.read_text(encoding="utf-8")
     assert 'self.resourcePath("UI/DiffDefAtlas.ui")' in source and "slicer.util.loadUI" in source
-    assert "tryWithErrorDisplay" in source
+    # slots show errors through ErrorDisplay, which wraps Slicer's tryWithErrorDisplay and does not re-raise
+    assert "with ErrorDisplay(" in source and "tryWithErrorDisplay" not in source
+    assert "slicer.util.tryWithErrorDisplay" in (MODULE_FILE.parent / "DiffDefAtlasModuleLib" / "ErrorDisplay.py").read_text()
 
 
 def test_main_file_holds_the_entry_points_and_no_computation():
@@ -336,14 +338,18 @@ def test_main_file_holds_the_entry_points_and_no_computation():
 def test_module_lib_package_imports_before_the_library_is_on_the_path():
     """Reference: the files (ast). DiffDefAtlasModuleLib/__init__.py and LibraryPath.py run before DiffDefAtlasLib is
     importable, so they import nothing but the standard library; the main file adds the path before importing the
-    library or any other helper."""
+    library or any other helper, and only when the library is not importable already (installed, it is in the module
+    folder, which Slicer puts on sys.path: the main file then leaves sys.path alone)."""
     for path in (MODULE_LIB_DIR / "__init__.py", MODULE_LIB_DIR / "LibraryPath.py"):
         for node in ast.walk(_tree(path)):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert all(n.split(".")[0] in sys.stdlib_module_names for n in names), f"{path.name} imports {names}"
     body = _module_tree().body
-    path_line = next(n.lineno for n in body if isinstance(n, ast.Assign) and "addLibraryToPath" in ast.unparse(n.value))
+    guard = next(n for n in body if isinstance(n, ast.If) and "addLibraryToPath" in ast.unparse(n))
+    assert ast.unparse(guard.test) == "importlib.util.find_spec('DiffDefAtlasLib') is None", ast.unparse(guard.test)
+    assert not any("addLibraryToPath" in ast.unparse(n) for n in body if n is not guard)
+    path_line = guard.end_lineno
     for node in body:
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("DiffDefAtlasLib", "DiffDefAtlasModuleLib"):
             if node.module != "DiffDefAtlasModuleLib.LibraryPath":

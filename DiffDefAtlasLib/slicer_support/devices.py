@@ -18,9 +18,11 @@ def device_choice(text: str) -> str:
 
 
 def describe_device(choice: str = "auto") -> str:
-    """One line naming the device a choice resolves to, with free GPU memory for CUDA (imports torch).
+    """One line naming the device a choice resolves to, for a GUI label (imports torch).
 
-    A CUDA choice without a usable GPU gives the library's explanation instead of raising, for a GUI label.
+    For CUDA it gives the GPU's name and total memory from the device properties, which need no CUDA context: the
+    label must not make the GUI process hold one (hundreds of MB of GPU memory) before any work runs on the GPU.
+    A CUDA choice without a usable GPU gives the library's explanation instead of raising.
 
     Example:
         >>> describe_device("cpu")  # doctest: +SKIP
@@ -28,7 +30,6 @@ def describe_device(choice: str = "auto") -> str:
     """
     import torch
 
-    from ..device import describe_device as device_name
     from ..device import select_device
 
     choice = device_choice(choice)
@@ -37,7 +38,8 @@ def describe_device(choice: str = "auto") -> str:
     except DiffDefInputError as error:
         return str(error)
     if device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(device)
-        return f"{device_name(device)}, {free / 1024**3:.1f} of {total / 1024**3:.1f} GiB free"
-    text = f"{device_name(device)} ({torch.get_num_threads()} threads)"
+        index = device.index or 0
+        props = torch.cuda.get_device_properties(index)
+        return f"cuda:{index} ({props.name}, {props.total_memory / 1024**3:.1f} GiB)"
+    text = f"{device.type} ({torch.get_num_threads()} threads)"
     return text + ("; no CUDA GPU found" if choice == "auto" else "")

@@ -42,7 +42,7 @@ ATLAS_NODE_SUFFIXES = {
 #: Names of the registration nodes, ``{scan}`` being the registered volume's name; the README lists them.
 REGISTRATION_NODE_NAMES = {
     "warped": "{scan} in atlas space",
-    "transform": "{scan} atlas-to-scan transform",
+    "transform": "{scan} to atlas transform",
     "jacobian": "{scan} registration Jacobian",
     "labels": "{scan} atlas labels",
     "segmentation": "{scan} atlas segmentation",

@@ -12,6 +12,8 @@ Slicer's source, ``Base/Python/slicer/...``) it reproduces:
 - :mod:`.i18n`: ``tr`` and ``translate``, which return the text unchanged when no translation is loaded;
 - :mod:`.parameterNodeWrapper`: typed properties stored in a ``vtkMRMLScriptedModuleNode`` (parameters and node
   references), with the range and type checks of Slicer's serializers; the GUI binding is Qt and is a no-op;
+- :mod:`.widgets`: the Qt widgets of the module's designer file as ``slicer.util.childWidgetVariables`` gives
+  them (properties, combo-box items, signals with PythonQt's argument rule), for tests of the widget's slots;
 - :mod:`.application`: ``slicer.app`` (testing mode, command options, startup environment, event processing) and
   ``slicer.modules`` (each module's ``logic()``, bound to the scene by :func:`~.application.start`).
 

@@ -1,2 +1,3 @@
 """``ctk``: only the name. ``DiffDefAtlasModuleLib/ConditionPanel.py`` builds ``ctk.ctkSliderWidget`` sliders in the
-widget; the Logic never creates one, and the tier never builds the Qt widget. Importing the module needs the name."""
+widget; the Logic never creates one. Importing the module needs the name; the widget tests set the class from
+:mod:`.widgets`."""
