@@ -122,6 +122,13 @@ class Volume:
                 f"a {self.array.ndim}D array needs a {self.array.ndim + 1}x{self.array.ndim + 1} affine, found {self.affine.shape}"
             )
 
+    def __repr__(self) -> str:
+        """Shape, type, spacing and origin, not the voxels (a 3D scan has millions)."""
+        spacing = np.linalg.norm(self.affine[:-1, :-1], axis=0)
+        fmt = ", ".join
+        return (f"Volume(shape={tuple(self.array.shape)}, dtype={self.array.dtype}, "
+                f"spacing=({fmt(f'{v:g}' for v in spacing)}), origin=({fmt(f'{v:g}' for v in self.affine[:-1, -1])}))")
+
     @property
     def grid(self) -> Grid:
         """The sampling grid of this volume."""

@@ -54,12 +54,30 @@ def resource_path(*parts: str) -> Path:
     return path
 
 
+def _shared_data_candidates() -> list[Path]:
+    env = os.environ.get("DIFFDEF_ATLAS_DATA")
+    return ([Path(env)] if env else []) + [_PACKAGE_DIR.parent.parent / "shared" / "data"]
+
+
 def shared_data_dir() -> Path | None:
     """Folder of the shared research data (``../shared/data``), or ``None`` when absent."""
-    env = os.environ.get("DIFFDEF_ATLAS_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(_PACKAGE_DIR.parent.parent / "shared" / "data")
-    for candidate in candidates:
+    for candidate in _shared_data_candidates():
         if (candidate / "README.md").is_file():
             return candidate
     return None
+
+
+def missing_data_message(what: str, expected: str, data_dir: str | Path | None = None) -> str:
+    """One line saying which data was not found, where it was looked for, and how to point at it.
+
+    Example:
+        >>> missing_data_message("IXI data", "ixi_3d/subjects.csv", "/nowhere")
+        'IXI data not found: expected /nowhere/ixi_3d/subjects.csv (pass the data folder, or set DIFFDEF_ATLAS_DATA)'
+    """
+    if data_dir is not None:
+        searched = [Path(data_dir)]
+    else:
+        found = shared_data_dir()
+        searched = [found] if found is not None else _shared_data_candidates()
+    places = " or ".join(str(folder / expected) for folder in searched)
+    return f"{what} not found: expected {places} (pass the data folder, or set DIFFDEF_ATLAS_DATA)"

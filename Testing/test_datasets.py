@@ -256,3 +256,22 @@ def test_voxelmorph_corrected_affine_and_bert(shared_data):
     np.testing.assert_allclose(vm.labels.affine, voxelmorph_affine(vm.labels.array.shape))
     stored = read_image(list_label_maps("voxelmorph")[0].labels_path, dtype=None)
     np.testing.assert_allclose(stored.affine, np.eye(4))  # what the file says
+
+
+@pytest.mark.parametrize(("load", "expected"), [("oasis", "oasis1_2d/subjects.csv"), ("ixi", "ixi_3d/subjects.csv")])
+def test_missing_data_names_the_path_searched_and_the_variable(load, expected, tmp_path, monkeypatch):
+    """Reference: an empty folder given through DIFFDEF_ATLAS_DATA; the message names it and the variable."""
+    from DiffDefAtlasLib.data import ixi, oasis
+    from DiffDefAtlasLib.errors import DiffDefInputError
+    from DiffDefAtlasLib.resources import missing_data_message
+
+    empty = tmp_path / "data"
+    empty.mkdir()
+    module = {"oasis": oasis, "ixi": ixi}[load]
+    with pytest.raises(DiffDefInputError) as raised:
+        module._root(empty)
+    assert str(empty / expected) in str(raised.value) and "DIFFDEF_ATLAS_DATA" in str(raised.value)
+    monkeypatch.setenv("DIFFDEF_ATLAS_DATA", str(empty))
+    monkeypatch.setattr("DiffDefAtlasLib.resources._PACKAGE_DIR", tmp_path / "nowhere" / "a" / "b")
+    message = missing_data_message("data", expected)
+    assert str(empty / expected) in message and str(tmp_path / "nowhere" / "shared" / "data" / expected) in message

@@ -149,3 +149,12 @@ def test_mgz_reads_like_nibabel(tmp_path):
     (tmp_path / "broken.mgz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(DiffDefInputError, match="broken.mgz"):
         read_image(tmp_path / "broken.mgz")
+
+
+def test_a_volume_prints_its_geometry_not_its_voxels():
+    """Reference: the shape, spacing and origin set here; a 1 mm head is millions of numbers, which print used to dump."""
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    affine[:3, 3] = (-90.0, -126.0, -72.0)
+    text = repr(Volume(np.arange(60 * 70 * 80, dtype=np.float32).reshape(60, 70, 80), affine))
+    assert text == "Volume(shape=(60, 70, 80), dtype=float32, spacing=(1.5, 1.5, 2), origin=(-90, -126, -72))"
+    assert len(str(Volume(np.zeros((400, 400, 300), np.uint8), np.eye(4)))) < 120

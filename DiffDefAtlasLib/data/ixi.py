@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DiffDefInputError
 from ..imageio import Volume, read_image
-from ..resources import shared_data_dir
+from ..resources import missing_data_message, shared_data_dir
 from .cohort import Cohort, Subject
 from ..conditions.columns import KNOWN_CONDITIONS
 from .labelmaps import as_label_array
@@ -50,7 +50,7 @@ class Trend:
 def _root(data_dir: str | Path | None) -> Path:
     path = Path(data_dir) if data_dir is not None else shared_data_dir()
     if path is None or not (Path(path) / "ixi_3d" / "subjects.csv").is_file():
-        raise DiffDefInputError("IXI data not found (expected ixi_3d/subjects.csv in the shared data folder)")
+        raise DiffDefInputError(missing_data_message("IXI data", "ixi_3d/subjects.csv", data_dir))
     return Path(path) / "ixi_3d"
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import DiffDefInputError
 from ..imageio import Volume, read_image
-from ..resources import shared_data_dir
+from ..resources import missing_data_message, shared_data_dir
 from .labelmaps import as_label_array
 
 SOURCES = ("synthseg", "brainweb", "voxelmorph", "bert")
@@ -53,7 +53,7 @@ class LabelledSubject:
 def _data_dir(data_dir: str | Path | None) -> Path:
     path = Path(data_dir) if data_dir is not None else shared_data_dir()
     if path is None or not Path(path).is_dir():
-        raise DiffDefInputError("shared data folder not found; set DIFFDEF_ATLAS_DATA to the data folder")
+        raise DiffDefInputError(missing_data_message("shared data folder", "README.md", data_dir))
     return Path(path)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import DiffDefInputError
 from ..imageio import Volume, write_image
-from ..resources import shared_data_dir
+from ..resources import missing_data_message, shared_data_dir
 from .cohort import Cohort, Subject, write_cohort
 from ..conditions.columns import KNOWN_CONDITIONS
 
@@ -42,7 +42,7 @@ CENTRAL_BOX = (0.35, 0.65, 0.30, 0.60)
 def _root(data_dir: str | Path | None) -> Path:
     path = Path(data_dir) if data_dir is not None else shared_data_dir()
     if path is None or not (Path(path) / "oasis1_2d" / "subjects.csv").is_file():
-        raise DiffDefInputError("OASIS-1 2D data not found (expected oasis1_2d/subjects.csv in the shared data folder)")
+        raise DiffDefInputError(missing_data_message("OASIS-1 2D data", "oasis1_2d/subjects.csv", data_dir))
     return Path(path) / "oasis1_2d"
 
 
