@@ -430,3 +430,20 @@ def test_out_of_memory_fallback_is_reported_once_for_samples_and_sweeps(model, t
     assert len(err) == 1 and "out of memory" in err[0] and "CPU" in err[0], err
     for name in expected_files:
         assert (out / name).is_file(), name
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999999", "18446744073709551616"])
+def test_a_seed_outside_torch_range_is_refused_before_any_file(model, tmp_path, capsys, seed):
+    """Reference: torch's 64-bit unsigned seeds; -1 used to alias 2**64 - 1 and 10**23 was an internal error."""
+    one_error_line(capsys, generate(model, tmp_path / "o", "--seed", seed), "seed: expected a whole number from 0 to 2**64 - 1", status=2)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, 2**64, "x", True, None])
+def test_the_api_refuses_bad_seeds_instead_of_truncating(model, seed):
+    """Reference: the same rule at the Python boundary (``seed=1.5`` used to run as seed 1)."""
+    from DiffDefAtlasLib.errors import DiffDefInputError
+    from DiffDefAtlasLib.generate.bundled import load_generator
+
+    with pytest.raises(DiffDefInputError, match=r"seed: expected a whole number from 0 to 2\*\*64 - 1"):
+        load_generator(str(model), "cpu").generate({"age": 60}, seed=seed, steps=1)

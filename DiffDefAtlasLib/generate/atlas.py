@@ -133,6 +133,25 @@ def check_sampling_settings(steps: int | None, guidance: float | None, temperatu
             raise DiffDefInputError(f"steps: expected 1 to {MAX_STEPS} DDIM steps, found {steps}")
 
 
+#: Largest seed accepted: torch's generators take 64-bit unsigned seeds.
+MAX_SEED = 2**64 - 1
+
+
+def check_seed(seed: Any) -> int:
+    """The seed as an int, or one line refusing it: a whole number from 0 to 2**64 - 1. torch would map a negative
+    seed onto a large one (-1 gives the atlas of 2**64 - 1), so negative seeds are refused rather than aliased.
+
+    Example:
+        >>> check_seed(-1)
+        Traceback (most recent call last):
+        ...
+        DiffDefAtlasLib.errors.DiffDefInputError: seed: expected a whole number from 0 to 2**64 - 1, found -1
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise DiffDefInputError(f"seed: expected a whole number from 0 to 2**64 - 1, found {seed!r}")
+    return int(seed)
+
+
 def check_finite_field(field: torch.Tensor, what: str) -> None:
     """Refuse a generated field with NaN or infinite values before anything is written (a result check, exit 2)."""
     bad = int((~torch.isfinite(field)).sum())
@@ -212,6 +231,7 @@ class Generator:
 
     def sample_latent(self, values: np.ndarray, present: np.ndarray, seed: int, steps: int, guidance: float, temperature: float) -> torch.Tensor:
         """DDIM from the seeded start latent; returns ``(1, C, *latent)`` (unscaled, as the decoder wants it)."""
+        seed = check_seed(seed)
         shape = (1, *self.card.latent_shape)
         start = initial_latent(shape, seed, temperature).to(self.device)
         v = torch.as_tensor(values, device=self.device)[None]

@@ -113,9 +113,12 @@ def check_settings(args: argparse.Namespace) -> None:
     """Refuse bad sampling settings (non-finite guidance or temperature, steps out of range, a bad sample count)
     and a bad output folder before anything is computed or created."""
     from ..results import check_output_dir
-    from .atlas import check_sampling_settings
+    from .atlas import check_sampling_settings, check_seed
 
     check_sampling_settings(args.steps, args.guidance, args.temperature)
+    check_seed(args.seed)
+    if getattr(args, "samples", 0):
+        check_seed(args.seed + args.samples - 1)  # the draws use seed .. seed + samples - 1
     samples = getattr(args, "samples", 0)
     if samples < 0 or samples == 1:
         raise DiffDefInputError(f"--samples: expected 0 (none) or at least 2 samples for a standard deviation, found {samples}")
