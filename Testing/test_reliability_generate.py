@@ -447,3 +447,11 @@ def test_the_api_refuses_bad_seeds_instead_of_truncating(model, seed):
 
     with pytest.raises(DiffDefInputError, match=r"seed: expected a whole number from 0 to 2\*\*64 - 1"):
         load_generator(str(model), "cpu").generate({"age": 60}, seed=seed, steps=1)
+
+
+@pytest.mark.parametrize("vary", ["age=nan:60:5", "age=40:inf:5", "age=40:50:nan", "age=-inf:50"])
+def test_a_sweep_range_that_is_not_finite_is_bad_input(model, tmp_path, capsys, vary):
+    """Reference: float('nan') and float('inf') parse as numbers; they used to reach int() and exit 1."""
+    code = main(["sweep", "--model", str(model), "--device", "cpu", "--vary", vary, "--out", str(tmp_path / "s")])
+    one_error_line(capsys, code, "must be finite numbers", status=2)
+    assert not (tmp_path / "s").exists()

@@ -195,6 +195,8 @@ def parse_vary(text: str, card) -> tuple[str, list[Any]]:
         numbers = [float(p) for p in parts]
     except ValueError:
         raise DiffDefInputError(f"--vary {text!r}: expected NAME=START:STOP:STEP (or a comma list)") from None
+    if not all(np.isfinite(numbers)):
+        raise DiffDefInputError(f"--vary {text!r}: START, STOP and STEP must be finite numbers")
     if len(numbers) == 2:
         numbers.append((numbers[1] - numbers[0]) / 4 if numbers[1] != numbers[0] else 1.0)
     if len(numbers) != 3 or numbers[2] == 0 or (numbers[1] - numbers[0]) / numbers[2] < 0:
