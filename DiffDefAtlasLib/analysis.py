@@ -36,6 +36,10 @@ def analyze_field(displacement: np.ndarray, grid: Grid, mask: np.ndarray | None 
     bad = int((~np.isfinite(array)).sum())
     if bad:
         raise DiffDefInputError(f"displacement field: {bad} of {array.size} values are NaN or infinite; expected a finite field")
+    if min(grid.shape) < 2:
+        raise DiffDefInputError(
+            f"displacement field: a grid of {'x'.join(map(str, grid.shape))} voxels has no Jacobian;"
+            " expected at least 2 voxels along every axis")
     u = torch.as_tensor(array)[None]
     jac = jacobian_determinant(u, grid)
     mask_t = None if mask is None else torch.as_tensor(np.asarray(mask) > 0)[None]

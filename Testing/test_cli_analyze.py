@@ -84,3 +84,14 @@ def test_console_command_is_installed(sitk_field, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "DiffDefAtlasLib.cli.main", "analyze", "nope.nii.gz", "--out", str(tmp_path / "x")],
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "nope.nii.gz: file not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 1, 4)])
+def test_a_field_too_small_for_a_jacobian_is_bad_input(tmp_path, capsys, shape):
+    """Reference: a finite difference needs two samples per axis; a 1x1x1 field used to be an internal error."""
+    from clichecks import one_error_line
+
+    path = tmp_path / "tiny.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((*shape, 1, 3), np.float32), np.eye(4)), str(path))
+    one_error_line(capsys, main(["analyze", str(path), "--out", str(tmp_path / "a")]), "has no Jacobian", status=2)
+    assert not (tmp_path / "a").exists()
