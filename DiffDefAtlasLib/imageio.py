@@ -90,16 +90,30 @@ def check_size_limit(path: str | Path, shape, components: int = 1, dtype=np.floa
         >>> check_size_limit("big.nii", (30000, 30000, 30000), max_bytes=2**30)
         Traceback (most recent call last):
         ...
-        DiffDefAtlasLib.errors.DiffDefInputError: big.nii: image of size 30000x30000x30000 needs 100582.8 GiB, more than the 1.0 GiB allowed (set DIFFDEF_ATLAS_MAX_IMAGE_GB to change the limit)
+        DiffDefAtlasLib.errors.DiffDefInputError: big.nii: image of size 30000x30000x30000 needs 100583 GiB, more than the 1 GiB allowed (set DIFFDEF_ATLAS_MAX_IMAGE_GB to change the limit)
     """
     max_bytes = default_max_bytes() if max_bytes is None else int(max_bytes)
     itemsize = np.dtype(dtype).itemsize if dtype is not None else 8
     nbytes = float(np.prod([float(s) for s in shape])) * max(int(components), 1) * itemsize
     if nbytes > max_bytes:
         raise DiffDefInputError(
-            f"{path}: image of size {'x'.join(str(int(s)) for s in shape)} needs {nbytes / 1024**3:.1f} GiB, "
-            f"more than the {max_bytes / 1024**3:.1f} GiB allowed (set {MAX_IMAGE_GB_ENV} to change the limit)"
+            f"{path}: image of size {'x'.join(str(int(s)) for s in shape)} needs {format_bytes(nbytes)}, "
+            f"more than the {format_bytes(max_bytes)} allowed (set {MAX_IMAGE_GB_ENV} to change the limit)"
         )
+
+
+def format_bytes(nbytes: float) -> str:
+    """A size in GiB, or in MiB / KiB / bytes when smaller, with three significant digits below 1000.
+
+    Example:
+        >>> format_bytes(1.5 * 1024**3), format_bytes(10737418), format_bytes(512)
+        ('1.5 GiB', '10.2 MiB', '512 bytes')
+    """
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if nbytes >= size:
+            value = nbytes / size
+            return f"{value:.3g} {unit}" if value < 1000 else f"{value:.0f} {unit}"
+    return f"{int(nbytes)} bytes"
 
 
 @dataclass

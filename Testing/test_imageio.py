@@ -91,7 +91,7 @@ def test_size_is_checked_before_reading(tmp_path):
     """Reference: the header says 64^3 float32 = 1 MiB, above a 0.5 MiB limit."""
     path = tmp_path / "big.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((64, 64, 64), np.float32), np.eye(4)), str(path))
-    with pytest.raises(DiffDefInputError, match="GiB"):
+    with pytest.raises(DiffDefInputError, match="needs 1 MiB, more than the 512 KiB allowed"):
         read_image(path, max_bytes=512 * 1024)
 
 
@@ -158,3 +158,13 @@ def test_a_volume_prints_its_geometry_not_its_voxels():
     text = repr(Volume(np.arange(60 * 70 * 80, dtype=np.float32).reshape(60, 70, 80), affine))
     assert text == "Volume(shape=(60, 70, 80), dtype=float32, spacing=(1.5, 1.5, 2), origin=(-90, -126, -72))"
     assert len(str(Volume(np.zeros((400, 400, 300), np.uint8), np.eye(4)))) < 120
+
+
+def test_a_small_size_limit_is_written_in_units_that_show_it(tmp_path, monkeypatch):
+    """Reference: 0.01 GiB is 10.24 MiB; a 200x200x100 float32 image is 15.3 MiB. Both used to read "0.0 GiB"."""
+    monkeypatch.setenv("DIFFDEF_ATLAS_MAX_IMAGE_GB", "0.01")
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((200, 200, 100), np.float32), np.eye(4)), str(path))
+    with pytest.raises(DiffDefInputError) as raised:
+        read_image(path)
+    assert "needs 15.3 MiB, more than the 10.2 MiB allowed" in str(raised.value)
