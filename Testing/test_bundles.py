@@ -97,3 +97,23 @@ def test_verified_weights_refuses_each_fault_naming_the_file(tmp_path):
     path.write_bytes(bytes(range(255, -1, -1)) * 4)
     with pytest.raises(DiffDefInputError, match=r"w\.safetensors: checksum mismatch"):
         verified_weights(tmp_path, card, "weights of model 'w'")
+
+
+@pytest.mark.parametrize("command", ["models", "generate"])
+@pytest.mark.parametrize(("key", "value"), [("minimum", "abc"), ("maximum", None), ("kind", 3)])
+def test_a_card_with_a_wrong_condition_field_is_bad_input(tmp_path, capsys, monkeypatch, command, key, value):
+    """``"minimum": "abc"`` in a bundled card used to be an internal error (exit 1) in ``models`` and ``generate``."""
+    import json
+
+    import DiffDefAtlasLib.generate.bundled as bundled
+
+    models = tmp_path / "models"
+    shutil.copytree(build_tiny_model(tmp_path / "build" / "tiny2d"), models / "tiny2d")
+    card = models / "tiny2d" / "model_card.json"
+    data = json.loads(card.read_text())
+    data["conditions"][0][key] = value
+    card.write_text(json.dumps(data))
+    monkeypatch.setattr(bundled, "models_dir", lambda: models)
+    argv = ["models"] if command == "models" else ["generate", "--model", "tiny2d", "--device", "cpu", "--out", str(tmp_path / "o")]
+    one_error_line(capsys, main(argv), str(card), status=2)
+    assert not (tmp_path / "o").exists()

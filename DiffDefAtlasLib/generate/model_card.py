@@ -155,7 +155,9 @@ class ModelCard:
         known = {f.name for f in fields(cls)} - {"path"}
         try:
             card = cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as error:
+        except DiffDefInputError as error:
+            raise DiffDefInputError(f"{where}: {error}") from None
+        except (TypeError, ValueError, KeyError) as error:  # e.g. "minimum": "abc"
             raise DiffDefInputError(f"{where}: missing or wrong fields ({error})") from None
         card.path = path
         return card
