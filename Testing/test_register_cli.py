@@ -189,3 +189,19 @@ def test_a_parent_process_gets_progress_lines(run_3d, tmp_path, capsys, monkeypa
     fractions = [p.fraction for p in map(parse_progress, capsys.readouterr().out.splitlines()) if p is not None]
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions) and len(fractions) >= 5
 
+
+
+@pytest.mark.parametrize(("moving_shape", "fixed_shape"), [((40, 50), (30, 30, 30)), ((30, 30, 30), (40, 50))])
+def test_a_dimension_mismatch_names_the_moving_file(tmp_path, capsys, moving_shape, fixed_shape):
+    """The fixed image (the atlas) sets the dimension; a 2D moving image used to be blamed on the fixed file."""
+    from DiffDefAtlasLib.cli.main import main as cli_main
+
+    from clichecks import one_error_line
+
+    rng = np.random.default_rng(0)
+    moving, fixed = tmp_path / "moving.nii.gz", tmp_path / "fixed.nii.gz"
+    nib.save(nib.Nifti1Image(rng.random(moving_shape).astype(np.float32), np.eye(4)), str(moving))
+    nib.save(nib.Nifti1Image(rng.random(fixed_shape).astype(np.float32), np.eye(4)), str(fixed))
+    code = cli_main(["register", "--moving", str(moving), "--fixed", str(fixed), "--out", str(tmp_path / "r"), "--device", "cpu"])
+    line = one_error_line(capsys, code, f"{moving}: the moving image is {len(moving_shape)}D", status=2)
+    assert str(fixed) not in line and not (tmp_path / "r").exists()

@@ -88,8 +88,11 @@ def run_register(args: argparse.Namespace) -> int:
     check_output_dir(args.out, args.overwrite)  # before the run: a bad --out must not cost a registration
     if args.refine < 0:
         raise DiffDefInputError(f"--refine: expected a number of steps >= 0, found {args.refine}")
+    fixed = check_image(read_image(args.fixed), str(args.fixed))
     moving = check_image(read_image(args.moving), str(args.moving))
-    fixed = check_image(read_image(args.fixed), str(args.fixed), spatial_dims=moving.spatial_dims)
+    if moving.spatial_dims != fixed.spatial_dims:  # the fixed image (the atlas) sets the dimension
+        raise DiffDefInputError(f"{args.moving}: the moving image is {moving.spatial_dims}D"
+                                f" ({'x'.join(map(str, moving.array.shape))}); the fixed image is {fixed.spatial_dims}D")
     fixed_labels = read_image(args.fixed_labels, dtype=None) if args.fixed_labels else None
     moving_labels = read_image(args.moving_labels, dtype=None) if args.moving_labels else None
     fixed_mask = read_image(args.fixed_mask, dtype=None) if args.fixed_mask else None
