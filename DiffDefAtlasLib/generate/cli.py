@@ -117,11 +117,11 @@ def check_settings(args: argparse.Namespace) -> None:
 
     check_sampling_settings(args.steps, args.guidance, args.temperature)
     check_seed(args.seed)
-    if getattr(args, "samples", 0):
-        check_seed(args.seed + args.samples - 1)  # the draws use seed .. seed + samples - 1
     samples = getattr(args, "samples", 0)
     if samples < 0 or samples == 1:
         raise DiffDefInputError(f"--samples: expected 0 (none) or at least 2 samples for a standard deviation, found {samples}")
+    if samples:
+        check_seed(args.seed + samples - 1)  # the draws use seed .. seed + samples - 1
     check_output_dir(args.out, args.overwrite)
 
 
