@@ -13,7 +13,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import DiffDefInputError
-from .imageio import check_size_limit, verify_gzip_stream
+from .imageio import MAX_IMAGE_GB_ENV, check_size_limit, default_max_bytes, format_bytes, verify_gzip_stream
 from .spatial.convert import NIFTI_INTENT_DISPVECT, check_field, displacement_from_sitk, embed_2d_affine, lps_flip
 from .spatial.grid import Grid
 
@@ -70,6 +70,15 @@ def _load_nifti_field(path: Path) -> tuple[np.ndarray, Grid]:
     return np.ascontiguousarray(u), Grid(u.shape[1:], affine)
 
 
+def check_transform_file_size(path: Path, max_bytes: int | None = None) -> None:
+    """Refuse an ITK transform file larger than the image-size limit (:func:`~.imageio.default_max_bytes`)."""
+    limit = default_max_bytes() if max_bytes is None else int(max_bytes)
+    size = path.stat().st_size
+    if size > limit:
+        raise DiffDefInputError(f"{path}: a transform file of {format_bytes(size)} is larger than the {format_bytes(limit)}"
+                                f" allowed (set {MAX_IMAGE_GB_ENV} to change the limit)")
+
+
 def load_displacement(path: str | Path) -> tuple[np.ndarray, Grid]:
     """Read a displacement field as a RAS field ``(ndim, *shape)`` and its grid.
 
@@ -91,13 +100,19 @@ def load_displacement(path: str | Path) -> tuple[np.ndarray, Grid]:
         if name.endswith((".nii", ".nii.gz")):
             return _load_nifti_field(path)
         if name.endswith((".h5", ".hdf5", ".tfm", ".txt", ".mat")):
+            # a transform file has no header to read first: its size on disk is the least the field needs in memory
+            check_transform_file_size(path)
             transform = sitk.ReadTransform(str(path))
             while transform.GetName() == "CompositeTransform" and transform.GetNumberOfTransforms() == 1:
                 transform = transform.GetNthTransform(0)
             if transform.GetName() != "DisplacementFieldTransform":
                 raise DiffDefInputError(f"{path}: expected a displacement-field transform, found {transform.GetName()}")
             return displacement_from_sitk(sitk.DisplacementFieldTransform(transform).GetDisplacementField())
-        return displacement_from_sitk(sitk.ReadImage(str(path)))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        check_size_limit(path, reader.GetSize(), reader.GetNumberOfComponents())  # from the header, before the voxels
+        return displacement_from_sitk(reader.Execute())
     except DiffDefInputError:
         raise
     except Exception as error:  # nibabel / SimpleITK raise many types for corrupt files

@@ -300,3 +300,36 @@ def test_analyze_nan_field(tmp_path, capsys):
 def test_analyze_scalar_image_is_not_a_field(files, tmp_path, capsys):
     """Reference: good3.nii.gz is a scalar 3D image (nibabel shape (32, 32, 32)), not a vector field."""
     one_error_line(capsys, main(["analyze", str(files["good3"]), "--out", str(tmp_path / "o")]), "good3.nii.gz", "expected")
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mha", ".nrrd", ".h5"])
+def test_the_size_limit_holds_for_every_field_format(tmp_path, monkeypatch, capsys, suffix):
+    """Reference: the same 40x40x40x3 field written by nibabel / SimpleITK in each format; a limit below its size
+    refuses it in every format (``.mha`` used to be accepted), and a header claiming 3000^3 x 3 is refused from the
+    header alone (ITK tried to allocate and its message was a source line)."""
+    import SimpleITK as sitk
+
+    from DiffDefAtlasLib.cli.main import main as cli_main
+    from DiffDefAtlasLib.fieldio import save_displacement_nifti
+    from DiffDefAtlasLib.spatial import Grid, displacement_to_sitk
+
+    from clichecks import one_error_line
+
+    grid = Grid((40, 40, 40), np.eye(4))
+    u = np.zeros((3, 40, 40, 40), np.float32)
+    path = tmp_path / f"field{suffix}"
+    if suffix == ".nii.gz":
+        save_displacement_nifti(u, grid, path)
+    elif suffix == ".h5":
+        sitk.WriteTransform(sitk.DisplacementFieldTransform(displacement_to_sitk(u, grid)), str(path))
+    else:
+        sitk.WriteImage(displacement_to_sitk(u, grid), str(path))
+    monkeypatch.setenv("DIFFDEF_ATLAS_MAX_IMAGE_GB", "0.0005")
+    one_error_line(capsys, cli_main(["analyze", str(path), "--out", str(tmp_path / "a")]), str(path), "allowed", status=2)
+    monkeypatch.delenv("DIFFDEF_ATLAS_MAX_IMAGE_GB")
+    assert cli_main(["analyze", str(path), "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    huge = tmp_path / "huge.mha"
+    huge.write_text("ObjectType = Image\nNDims = 3\nDimSize = 3000 3000 3000\nElementNumberOfChannels = 3\n"
+                    "ElementType = MET_FLOAT\nElementDataFile = LOCAL\n")
+    one_error_line(capsys, cli_main(["analyze", str(huge), "--out", str(tmp_path / "c")]), "3000x3000x3000", "GiB", status=2)
