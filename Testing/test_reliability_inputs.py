@@ -333,3 +333,58 @@ def test_the_size_limit_holds_for_every_field_format(tmp_path, monkeypatch, caps
     huge.write_text("ObjectType = Image\nNDims = 3\nDimSize = 3000 3000 3000\nElementNumberOfChannels = 3\n"
                     "ElementType = MET_FLOAT\nElementDataFile = LOCAL\n")
     one_error_line(capsys, cli_main(["analyze", str(huge), "--out", str(tmp_path / "c")]), "3000x3000x3000", "GiB", status=2)
+
+
+@pytest.mark.parametrize("argv", [["generate", "--seed", "abc", "--out", "o"], ["frobnicate"], ["analyze"],
+                                  ["sweep", "--model", "brain3d", "--out", "o"]])
+def test_usage_errors_are_one_line(argv, capsys, tmp_path, monkeypatch):
+    """Reference: argparse's own message, kept; the usage block it prints before it is not (one line, exit 2)."""
+    from DiffDefAtlasLib.cli.main import main as cli_main
+
+    from clichecks import one_error_line
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        cli_main(argv)
+    line = one_error_line(capsys, raised.value.code, "error:", "-h)", status=2)
+    assert "usage:" not in line and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                                                                 "can't allocate memory: you tried to allocate 21474836480 bytes.")])
+def test_running_out_of_memory_is_the_documented_line(error, capsys, tmp_path, monkeypatch):
+    """Reference: torch's CPU allocator raises RuntimeError, not MemoryError (seen in ``register`` of a 0.5 mm scan
+    under a 6 GiB address-space limit); both give the out-of-memory line of docs/reliability.md."""
+    import DiffDefAtlasLib.cli.main as cli
+
+    from clichecks import one_error_line
+
+    def run(args):
+        raise error
+
+    loaded = cli._load("analyze")
+    monkeypatch.setattr(cli, "_load", lambda name: (loaded[0], run))
+    line = one_error_line(capsys, cli.main(["analyze", str(tmp_path / "f.nii.gz"), "--out", str(tmp_path / "a")]), status=1)
+    assert line == f"diffdef-atlas analyze: error: {cli.OUT_OF_MEMORY}"
+    from pathlib import Path
+
+    assert cli.OUT_OF_MEMORY in (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text()
+
+
+def test_itk_warnings_are_silenced_for_the_command_and_restored(capsys, tmp_path, monkeypatch):
+    """Reference: SimpleITK's global warning flag, read before, during and after a command."""
+    import SimpleITK as sitk
+
+    import DiffDefAtlasLib.cli.main as cli
+
+    seen = []
+    loaded = cli._load("analyze")
+    original = sitk.ProcessObject.GetGlobalWarningDisplay()
+    try:
+        sitk.ProcessObject.SetGlobalWarningDisplay(True)
+        monkeypatch.setattr(cli, "_load", lambda name: (loaded[0], lambda args: seen.append(sitk.ProcessObject.GetGlobalWarningDisplay()) or 0))
+        assert cli.main(["analyze", "f.nii.gz", "--out", str(tmp_path / "a")]) == 0
+        assert cli.main(["analyze", "f.nii.gz", "--out", str(tmp_path / "a"), "--debug"]) == 0
+        assert seen == [False, True] and sitk.ProcessObject.GetGlobalWarningDisplay()
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(original)

@@ -34,13 +34,21 @@ def _load(name: str) -> tuple[Callable, Callable]:
     return getattr(module, add_name), getattr(module, run_name)
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse with the promise of one stderr line: a usage error is ``PROG: error: MESSAGE (see PROG -h)``, exit 2
+    (argparse prints the whole usage block first). Subcommand parsers are made of the same class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def build_parser(commands: Sequence[str] | None = None, *, load: bool = True) -> argparse.ArgumentParser:
     """The argument parser with every subcommand (or only ``commands``).
 
     With ``load=False`` the subcommands are listed without their options, so ``--help`` and ``--version`` do not
     import torch.
     """
-    parser = argparse.ArgumentParser(prog="diffdef-atlas", description="Conditional brain atlases from diffusion-generated deformation fields.")
+    parser = OneLineArgumentParser(prog="diffdef-atlas", description="Conditional brain atlases from diffusion-generated deformation fields.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -83,6 +91,33 @@ def _interrupt_on_sigterm():
         return None
 
 
+#: The line printed when memory runs out (``docs/reliability.md``).
+OUT_OF_MEMORY = "out of memory; try a smaller image or --device cpu"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for torch's allocation failures, which are ``RuntimeError`` on the CPU and not ``MemoryError``.
+
+    Example:
+        >>> is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
+        True
+    """
+    text = str(error)
+    return isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError" or (
+        isinstance(error, RuntimeError) and ("DefaultCPUAllocator" in text or "can't allocate memory" in text))
+
+
+def _itk_warning_display(show: bool) -> bool:
+    """Turn SimpleITK's global warning display on or off; returns the previous setting (True without SimpleITK)."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        return True
+    previous = bool(sitk.ProcessObject.GetGlobalWarningDisplay())
+    sitk.ProcessObject.SetGlobalWarningDisplay(bool(show))
+    return previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``diffdef-atlas``; returns the exit status (0 success, 2 bad input, 3 cancelled/interrupted, 1 other).
 
@@ -105,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not debug:
         warnings.showwarning = _one_line_warning
     previous_sigterm = _interrupt_on_sigterm()
+    itk_warnings = _itk_warning_display(debug)  # ITK writes its warnings as multi-line blocks on stderr
     try:
         return int(run(args) or 0)
     except DiffDefInputError as error:
@@ -118,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         if debug:
             raise
-        print(f"{prefix}: error: out of memory; try a smaller image or --device cpu", file=sys.stderr)
+        print(f"{prefix}: error: {OUT_OF_MEMORY}", file=sys.stderr)
         return 1
     except OSError as error:  # disk full, permission denied, a vanished file...
         if debug:
@@ -129,10 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug: one line here, the traceback with --debug
         if debug:
             raise
+        if is_out_of_memory(error):
+            print(f"{prefix}: error: {OUT_OF_MEMORY}", file=sys.stderr)
+            return 1
         print(f"{prefix}: internal error: {type(error).__name__}: {one_line(error)} (run again with --debug for the traceback)", file=sys.stderr)
         return 1
     finally:
         warnings.showwarning = previous_showwarning
+        _itk_warning_display(itk_warnings)
         if previous_sigterm is not None:
             import signal
 
