@@ -38,7 +38,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse with the promise of one stderr line: a usage error is ``PROG: error: MESSAGE (see PROG -h)``, exit 2
     (argparse prints the whole usage block first). Subcommand parsers are made of the same class."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
 
 
