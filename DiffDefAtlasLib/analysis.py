@@ -10,6 +10,7 @@ import torch
 from .errors import DiffDefInputError
 from .imageio import Volume
 from .spatial import Grid, folding_mask, jacobian_determinant, jacobian_summary
+from .spatial.convert import check_field
 
 
 @dataclass
@@ -32,7 +33,7 @@ def analyze_field(displacement: np.ndarray, grid: Grid, mask: np.ndarray | None 
         >>> analyze_field(np.zeros((3, 8, 8, 8)), g).summary["folding_ratio_nonpositive"]
         0.0
     """
-    array = np.asarray(displacement, dtype=np.float64)
+    array = np.asarray(check_field(np.asarray(displacement), grid), dtype=np.float64)
     bad = int((~np.isfinite(array)).sum())
     if bad:
         raise DiffDefInputError(f"displacement field: {bad} of {array.size} values are NaN or infinite; expected a finite field")

@@ -84,6 +84,9 @@ def resolve_conditions(card: ConditionedModel, conditions: Mapping[str, Any] | N
     (absent or ``None``) are left out. Outside the range: :class:`DiffDefInputError`, or an
     :class:`ExtrapolationWarning` with ``allow_extrapolation``.
     """
+    if conditions is not None and not isinstance(conditions, Mapping):
+        raise DiffDefInputError(
+            f"conditions: expected a mapping of names to values such as {{'age': 72, 'sex': 'F'}}, found {type(conditions).__name__}")
     resolved: dict[str, float | str] = {}
     for name, value in (conditions or {}).items():
         spec = card.condition(name)

@@ -53,6 +53,8 @@ def list_models() -> list[ModelCard]:
 
 def resolve_model(name: str | Path) -> ModelCard:
     """The card of a bundled model ``name``, or of a model folder given as a path."""
+    if not isinstance(name, (str, Path)) or not str(name).strip():
+        raise DiffDefInputError(f"model: expected a bundled model name or a model folder, found {name!r}")
     path = Path(name)
     if (path / CARD_FILE).is_file():
         return ModelCard.load(path)

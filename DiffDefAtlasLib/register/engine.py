@@ -207,8 +207,8 @@ def register_to_atlas(
         if progress is not None:
             progress(float(fraction), message)
 
-    if refine < 0:
-        raise DiffDefInputError(f"refine: expected a number of steps >= 0, found {refine}")
+    if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
+        raise DiffDefInputError(f"refine: expected a whole number of steps >= 0, found {refine!r}")
     _check_inputs(moving, atlas, atlas_labels, moving_labels)
     ndim = atlas.spatial_dims
     timings: dict[str, float] = {}
