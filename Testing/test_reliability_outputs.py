@@ -229,3 +229,23 @@ def test_register_outputs_read_back(inputs, tmp_path, untrained_registration_net
     fixed = nib.load(str(inputs / "fixed.nii.gz"))
     warped = read_image(out / "warped.nii.gz")
     assert fixed.shape == (48, 56) and warped.array.shape == fixed.shape and np.isfinite(warped.array).all()
+
+
+def test_outputs_minimal_and_the_float32_itk_field(tmp_path, capsys):
+    """Reference: nibabel reads the files back; ``--outputs minimal`` writes the atlas, labels, displacement and
+    summary only; the ITK field is float32 (it was float64, 61 MB for brain3d) and equals the RAS field in LPS."""
+    import nibabel as nib
+
+    from DiffDefAtlasLib.cli.main import main
+    from modelfactory import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny2d")
+    assert main(["generate", "--model", str(model), "--device", "cpu", "--outputs", "minimal", "--out", str(tmp_path / "m")]) == 0
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["atlas.nii.gz", "displacement.nii.gz", "labels.nii.gz", "summary.json"]
+    assert main(["generate", "--model", str(model), "--device", "cpu", "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    itk = nib.load(str(tmp_path / "a" / "displacement_itk.nii.gz"))
+    ras = nib.load(str(tmp_path / "a" / "displacement.nii.gz"))
+    assert itk.get_data_dtype() == np.float32
+    flip = np.array([-1.0, -1.0, 1.0][: itk.shape[-1]])
+    np.testing.assert_allclose(np.asarray(itk.dataobj) * flip, np.asarray(ras.dataobj), atol=1e-6)

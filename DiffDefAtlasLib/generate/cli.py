@@ -48,25 +48,29 @@ def parse_conditions(items: list[str]) -> dict[str, str]:
     return out
 
 
-def write_atlas_files(result, out: Path, *, preview: bool = True, minimal: bool = False) -> list[Path]:
-    """Write the files of one atlas into ``out``; ``minimal`` writes only the atlas and labels."""
-    import SimpleITK as sitk
+#: What ``--outputs`` writes besides ``summary.json``: ``minimal`` is what a study needs to reuse the atlas.
+OUTPUT_SETS = {
+    "minimal": ("atlas", "labels", "displacement"),
+    "all": ("atlas", "labels", "displacement", "displacement_itk", "jacobian", "folding", "preview"),
+}
 
-    from ..atomic import atomic_path
-    from ..fieldio import save_displacement_nifti
+
+def write_atlas_files(result, out: Path, *, preview: bool = True, minimal: bool = False, outputs: str = "all") -> list[Path]:
+    """Write the files of one atlas into ``out``: the :data:`OUTPUT_SETS` entry ``outputs``; ``minimal`` (a sweep's
+    steps) writes only the atlas and labels."""
+    from ..fieldio import save_displacement_itk, save_displacement_nifti
     from ..imageio import write_image
     from ..results import ATLAS_FILES
-    from ..spatial import displacement_to_sitk
     from .preview import save_png, slices_with_jacobian
 
     written = [write_image(result.atlas, out / ATLAS_FILES["atlas"]), write_image(result.labels, out / ATLAS_FILES["labels"])]
     if minimal:
         return written
+    wanted = OUTPUT_SETS[outputs]
     written.append(save_displacement_nifti(result.displacement, result.grid, out / ATLAS_FILES["displacement"]))
-    itk_path = out / ATLAS_FILES["displacement_itk"]
-    with atomic_path(itk_path) as tmp:
-        sitk.WriteImage(displacement_to_sitk(result.displacement, result.grid), str(tmp), True)
-    written.append(itk_path)
+    if "displacement_itk" not in wanted:
+        return written
+    written.append(save_displacement_itk(result.displacement, result.grid, out / ATLAS_FILES["displacement_itk"]))
     written.append(write_image(result.jacobian, out / ATLAS_FILES["jacobian"]))
     written.append(write_image(result.folding, out / ATLAS_FILES["folding"]))
     if preview:
@@ -107,6 +111,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``diffdef-atlas generate``."""
     _common_arguments(parser)
     parser.add_argument("--samples", type=int, default=0, metavar="K", help="also draw K samples (temperature 1) and write displacement_mean/std maps")
+    parser.add_argument("--outputs", choices=sorted(OUTPUT_SETS), default="all",
+                        help="all (default): also the ITK field, Jacobian, folding and preview; minimal: atlas, labels, displacement and summary")
 
 
 def check_settings(args: argparse.Namespace) -> None:
@@ -157,7 +163,7 @@ def run_generate(args: argparse.Namespace) -> int:
         mean, std = variability
         summary["variability"] = {"samples": args.samples, "seeds": [args.seed, args.seed + args.samples - 1], "temperature": 1.0, "mean_std_mm": float(std.mean()), "max_std_mm": float(std.max())}
     with result_folder(args.out, args.overwrite) as out:
-        written = write_atlas_files(result, out)
+        written = write_atlas_files(result, out, outputs=args.outputs)
         if variability is not None:
             mean, std = variability
             written.append(save_displacement_nifti(mean, result.grid, out / ATLAS_FILES["displacement_mean"]))

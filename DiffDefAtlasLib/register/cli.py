@@ -47,21 +47,14 @@ def add_register_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
 def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
     """Write a :class:`~DiffDefAtlasLib.register.engine.RegistrationResult` into ``out`` (every file atomically)."""
-    import SimpleITK as sitk
-
-    from ..atomic import atomic_path
-    from ..fieldio import save_displacement_nifti
+    from ..fieldio import save_displacement_itk, save_displacement_nifti
     from ..imageio import write_image
     from ..results import REGISTER_FILES, write_summary
-    from ..spatial import displacement_to_sitk
 
     name = REGISTER_FILES
     written = [write_image(result.warped, out / name["warped"])]
     written.append(save_displacement_nifti(result.displacement, result.grid, out / name["displacement"]))
-    itk_field = displacement_to_sitk(result.displacement, result.grid)
-    with atomic_path(out / name["displacement_itk"]) as tmp:
-        sitk.WriteImage(itk_field, str(tmp), True)
-    written.append(out / name["displacement_itk"])
+    written.append(save_displacement_itk(result.displacement, result.grid, out / name["displacement_itk"]))
     written.append(write_image(result.jacobian, out / name["jacobian"]))
     if result.lambda_map is not None:
         written.append(write_image(result.lambda_map, out / name["lambda"]))
