@@ -305,9 +305,12 @@ class DiffDefAtlasWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onDisplayChoiceChanged(self, index=None) -> None:
         if self._parameterNode is None:
             return
+        foreground = self.ui.foregroundComboBox.currentData or "none"
+        foregroundChanged = foreground != self._parameterNode.foreground
         self._parameterNode.deformationDisplay = self.ui.deformationModeComboBox.currentData or "none"
-        self._parameterNode.foreground = self.ui.foregroundComboBox.currentData or "none"
-        self.logic.showAtlasLayers(self._parameterNode)
+        self._parameterNode.foreground = foreground
+        if foregroundChanged:  # only then are the views' layers ours to set; the grid/glyph choice is applied on its own
+            self.logic.showAtlasLayers(self._parameterNode)
 
     def onJacobianAutoWindow(self) -> None:
         p = self._parameterNode
@@ -557,7 +560,8 @@ class DiffDefAtlasLogic(ScriptedLoadableModuleLogic):
                                                      existing(plan.names["transform"], "vtkMRMLGridTransformNode"))
         transform.GetDisplayNode().SetVisibility(False)
         jacobian = MRMLConversion.volumeNode(plan.jacobian, existing(plan.jacobian.name))
-        OverlayDisplay.colourVolume(jacobian, overlays.JACOBIAN_COLOR_NODE_ID, plan.jacobian_window, "det J", False)
+        OverlayDisplay.colourVolume(jacobian, overlays.JACOBIAN_COLOR_NODE_ID, plan.jacobian_window,
+                                    overlays.REGISTRATION_JACOBIAN_LEGEND_TITLE, False)
         labels = segmentation = None
         if plan.labels is not None:
             labels = MRMLConversion.volumeNode(plan.labels, existing(plan.labels.name, layers.LABEL_VOLUME))

@@ -271,42 +271,6 @@ def test_magnitude_window_starts_at_zero():
     assert overlays.magnitude_window_level(np.zeros(10)).maximum == pytest.approx(1.0)
 
 
-def test_overlay_colours_follow_the_diverging_map():
-    """Reference: the blue-white-red end and middle colours and linear blending with the grey background."""
-    window = overlays.WindowLevel(1.0, 1.0)  # det J from 0.5 (blue) to 1.5 (red)
-    background = np.array([[0.0, 100.0], [0.0, 100.0]])
-    jacobian = np.array([[0.5, 1.0], [1.5, 3.0]])
-    rgb = overlays.overlay_rgb(background, jacobian, window, opacity=1.0, background_percentiles=(0, 100))
-    assert rgb[0, 0].tolist() == [59, 76, 192]
-    assert rgb[0, 1].tolist() == [221, 221, 221]
-    assert rgb[1, 0].tolist() == [180, 4, 38] == rgb[1, 1].tolist()  # clipped beyond the window
-    grey = overlays.overlay_rgb(background, jacobian, window, opacity=0.0, background_percentiles=(0, 100))
-    assert grey[0, 0].tolist() == [0, 0, 0] and grey[0, 1].tolist() == [255, 255, 255]
-    half = overlays.overlay_rgb(background, jacobian, window, opacity=0.5, background_percentiles=(0, 100))
-    assert half[0, 1].tolist() == [238, 238, 238]  # (255 + 221) / 2
-    with pytest.raises(ValueError):
-        overlays.overlay_rgb(np.zeros((2, 2)), np.zeros((3, 2)), window)
-
-
-def test_orthogonal_overlay_samples_both_grids_in_world_space(tmp_path):
-    """Reference: a Jacobian that is 0.5 (blue) on the patient's right half and 1.5 (red) on the left, on a coarser grid
-    than the atlas. In the radiological axial and coronal panels the right half of the patient is on screen left."""
-    atlas = Volume(np.full((40, 30, 20), 100.0, np.float32), np.diag([1.0, 1.0, 1.0, 1.0]))
-    coarse = np.diag([2.0, 2.0, 2.0, 1.0])
-    det = np.where(np.arange(20)[:, None, None] >= 10, 0.5, 1.5) * np.ones((20, 15, 10))  # R >= 20 mm: right half
-    jacobian = Volume(det.astype(np.float32), coarse)
-    rgb = overlays.orthogonal_overlay(atlas, jacobian, window_level=overlays.WindowLevel(1.0, 1.0), opacity=1.0)
-    axial_width = 40
-    assert rgb.shape[1] == axial_width + 40 + 30
-    row = 15
-    assert rgb[row, 2].tolist() == [59, 76, 192]  # screen left = high R = right half = blue (shrinking)
-    assert rgb[row, axial_width - 3].tolist() == [180, 4, 38]
-    from PIL import Image
-
-    Image.fromarray(rgb).save(tmp_path / "overlay.png")  # the README figure is saved this way
-    assert Image.open(tmp_path / "overlay.png").size == (rgb.shape[1], rgb.shape[0])
-
-
 def test_label_colors_use_the_template_table():
     """Reference: the template's LABEL_NAMES / LABEL_COLORS (0..255), scaled to 0..1; background is skipped."""
     from DiffDefAtlasLib.template import LABEL_COLORS, LABEL_NAMES

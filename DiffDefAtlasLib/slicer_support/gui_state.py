@@ -6,6 +6,8 @@
 - :func:`status_text` / :func:`overlay_summary`: the status lines under the Generate and Register buttons;
 - :func:`auto_jacobian_half_width`: the *Auto* button of the Jacobian range;
 - :func:`deformation_display`: what the transform display node shows for the *Deformation* choice.
+- :func:`display_changes` / :func:`remember_display`: which display settings changed since the module last
+  applied them to a node (so a GUI change leaves what the user set in Slicer alone).
 
 Example:
     >>> deformation_display("grid", scale=2.0, spacing_mm=8.0)
@@ -14,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -159,3 +162,46 @@ def deformation_display(mode: str, scale: float = 1.0, spacing_mm: float = 8.0) 
     if not scale > 0 or not spacing_mm > 0:
         raise ValueError(f"scale and spacing must be > 0, found {scale} and {spacing_mm}")
     return DeformationDisplay(mode != "none", mode, 100.0 * float(scale), float(spacing_mm))
+
+
+#: Node attribute holding the display settings the module last applied to that node (JSON), so that a GUI change
+#: applies only what changed and leaves what the user set in Slicer (window/level, opacity...) alone otherwise.
+APPLIED_DISPLAY_ATTRIBUTE = "DiffDefAtlas.appliedDisplay"
+
+
+def _applied(record: str | None) -> dict[str, Any]:
+    try:
+        applied = json.loads(record) if record else {}
+    except (TypeError, ValueError):
+        return {}
+    return applied if isinstance(applied, dict) else {}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)), abs(float(b)))
+    return bool(a == b)
+
+
+def display_changes(record: str | None, wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``wanted`` that differ from the settings last applied (``record``, the JSON text of
+    :data:`APPLIED_DISPLAY_ATTRIBUTE`; missing or unreadable: everything differs). Values are JSON values.
+
+    Example:
+        >>> display_changes('{"window": 1.0, "legend": true}', {"window": 1.0, "legend": False})
+        {'legend': False}
+    """
+    applied = _applied(record)
+    return {key: value for key, value in wanted.items() if key not in applied or not _same(applied[key], value)}
+
+
+def remember_display(record: str | None, changes: Mapping[str, Any]) -> str:
+    """The new ``record`` once ``changes`` have been applied (the other entries are kept).
+
+    Example:
+        >>> remember_display('{"window": 1.0}', {"legend": True})
+        '{"legend": true, "window": 1.0}'
+    """
+    applied = _applied(record)
+    applied.update(changes)
+    return json.dumps(applied, sort_keys=True)

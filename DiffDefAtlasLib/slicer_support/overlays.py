@@ -1,5 +1,5 @@
 """Display choices of the Slicer module: colour tables, window/level of the Jacobian and magnitude overlays, label
-colours, the folding mask, and the PNG overlays of previews.
+colours and the folding mask.
 
 Only numpy at file scope.
 """
@@ -7,16 +7,24 @@ Only numpy at file scope.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence, cast
+from typing import Mapping, Sequence, cast
 
 import numpy as np
 
-if TYPE_CHECKING:  # imageio pulls in the spatial package (torch); the module needs this file before torch exists
-    from ..imageio import Volume
-
-
-#: Slicer's diverging blue-white-red colour table node (a built-in node ID).
-JACOBIAN_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
+#: The Jacobian's colour table: a node the module makes (``OverlayDisplay.jacobianColorNode``) from
+#: :func:`volume_change_colour_table`, one per scene. As a singleton its node ID is the class name plus this tag
+#: (``vtkMRMLScene::GenerateUniqueID``), so a saved scene refers to it by a fixed ID.
+JACOBIAN_COLOR_SINGLETON_TAG = "DiffDefAtlasVolumeChange"
+JACOBIAN_COLOR_NODE_ID = "vtkMRMLColorTableNode" + JACOBIAN_COLOR_SINGLETON_TAG
+JACOBIAN_COLOR_NODE_NAME = "DiffDefAtlas volume change"
+#: What the Jacobian colours say, in words (the legend title, the tooltips and the documentation say the same).
+JACOBIAN_COLOR_WORDS = (
+    "det J of the stored map; red (det J < 1): larger in the atlas than in the template; blue: smaller"
+)
+#: The colour legend's title over the Jacobian (one short line per part, as a legend has little room).
+JACOBIAN_LEGEND_TITLE = "det J of the stored map\nred (det J < 1):\nlarger in the atlas\nblue: smaller"
+#: The same for a registration's Jacobian (det J of the atlas -> scan map): the scan takes the template's place.
+REGISTRATION_JACOBIAN_LEGEND_TITLE = "det J of the stored map\nred (det J < 1):\nlarger in the atlas\nthan in the scan\nblue: smaller"
 #: Colour table node for the displacement magnitude (built-in).
 MAGNITUDE_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileViridis.txt"
 
@@ -63,6 +71,38 @@ def jacobian_window_level(
     if not half_width > 0:
         raise ValueError(f"half_width must be > 0, found {half_width}")
     return WindowLevel(window=2.0 * float(half_width), level=1.0)
+
+
+#: Colour stops of the Jacobian's table, ``(position on the window 0..1, RGB 0..1)``: the low end (det J < 1: the
+#: template's anatomy is larger in the atlas, as tensor-based morphometry shows growth) red, det J = 1 white, the high
+#: end (smaller in the atlas) blue. The ends are the preview pictures' growth and shrinkage colours
+#: (``DiffDefAtlasLib.generate.preview.GROWTH`` / ``SHRINKAGE``).
+VOLUME_CHANGE_STOPS = (
+    (0.0, (1.0, 0.12, 0.08)),
+    (0.5, (1.0, 1.0, 1.0)),
+    (1.0, (0.1, 0.4, 1.0)),
+)
+
+
+def volume_change_colour_table(n: int = 256) -> np.ndarray:
+    """RGBA rows (``(n, 4)``, 0..1, opaque) of the Jacobian's colour table, from the lowest det J of the window to the
+    highest: red below 1 (larger in the atlas than in the template), white at 1, blue above 1 (smaller).
+
+    Slicer maps the window of det J (:func:`jacobian_window_level`, centred on 1) onto the rows in order, so row 0 is
+    det J = 1 - half width and the last row det J = 1 + half width.
+
+    Example:
+        >>> table = volume_change_colour_table(5)
+        >>> table[0].tolist(), table[2].tolist(), table[4].tolist()
+        ([1.0, 0.12, 0.08, 1.0], [1.0, 1.0, 1.0, 1.0], [0.1, 0.4, 1.0, 1.0])
+    """
+    if int(n) < 3:
+        raise ValueError(f"a diverging table needs at least 3 colours, asked for {n}")
+    positions = np.array([stop[0] for stop in VOLUME_CHANGE_STOPS])
+    colours = np.array([stop[1] for stop in VOLUME_CHANGE_STOPS])
+    t = np.linspace(0.0, 1.0, int(n))
+    rgb = np.stack([np.interp(t, positions, colours[:, c]) for c in range(3)], axis=1)
+    return np.concatenate([rgb, np.ones((int(n), 1))], axis=1)
 
 
 def magnitude_window_level(magnitude: np.ndarray, percentile: float = 99.0) -> WindowLevel:
@@ -117,88 +157,3 @@ def folding_from_jacobian(jacobian: np.ndarray) -> np.ndarray:
         [0, 1, 1]
     """
     return (np.asarray(jacobian) <= 0).astype(np.uint8)
-
-
-_DIVERGING = np.array([(59, 76, 192), (221, 221, 221), (180, 4, 38)], dtype=np.float64) / 255.0
-
-
-def overlay_rgb(
-    background: np.ndarray,
-    jacobian: np.ndarray,
-    window_level: WindowLevel,
-    *,
-    opacity: float = 0.5,
-    background_percentiles: tuple[float, float] = (1.0, 99.0),
-) -> np.ndarray:
-    """Blend a grey background slice with det J on a blue-white-red map, as Slicer's slice view shows them.
-
-    Both slices are 2D arrays of the same shape; returns uint8 RGB ``(*shape, 3)``. Used for the README picture.
-
-    Example:
-        >>> overlay_rgb(np.zeros((2, 2)), np.ones((2, 2)), WindowLevel(1.0, 1.0), opacity=1.0)[0, 0].tolist()
-        [221, 221, 221]
-    """
-    background = np.asarray(background, dtype=np.float64)
-    jacobian = np.asarray(jacobian, dtype=np.float64)
-    if background.shape != jacobian.shape or background.ndim != 2:
-        raise ValueError(f"expected two 2D slices of one shape, found {background.shape} and {jacobian.shape}")
-    low, high = np.percentile(background, background_percentiles)
-    grey = np.clip((background - low) / max(high - low, 1e-12), 0.0, 1.0)[..., None].repeat(3, axis=-1)
-    t = np.clip((jacobian - window_level.minimum) / window_level.window, 0.0, 1.0) * 2.0
-    lower = np.clip(t, 0.0, 1.0)[..., None]
-    upper = np.clip(t - 1.0, 0.0, 1.0)[..., None]
-    colour = np.where(t[..., None] <= 1.0, _DIVERGING[0] + lower * (_DIVERGING[1] - _DIVERGING[0]),
-                      _DIVERGING[1] + upper * (_DIVERGING[2] - _DIVERGING[1]))
-    rgb = (1.0 - opacity) * grey + opacity * colour
-    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _sample_nearest(volume: "Volume", points: np.ndarray) -> np.ndarray:
-    """Values of a 3D volume at world points ``(..., 3)`` (nearest voxel; NaN outside)."""
-    inverse = np.linalg.inv(np.asarray(volume.affine, dtype=np.float64))
-    ijk = np.rint(points @ inverse[:3, :3].T + inverse[:3, 3]).astype(np.int64)
-    shape = np.asarray(volume.array.shape[:3])
-    inside = np.all((ijk >= 0) & (ijk < shape), axis=-1)
-    out = np.full(points.shape[:-1], np.nan)
-    i, j, k = (np.clip(ijk[..., a], 0, shape[a] - 1) for a in range(3))
-    out[inside] = np.asarray(volume.array, dtype=np.float64)[i, j, k][inside]
-    return out
-
-
-def orthogonal_overlay(
-    atlas: "Volume",
-    jacobian: "Volume",
-    *,
-    window_level: WindowLevel | None = None,
-    opacity: float = 0.5,
-    pixel_mm: float = 1.0,
-    center: Sequence[float] | None = None,
-) -> np.ndarray:
-    """Axial, coronal and sagittal slices through ``center`` (RAS mm; default the atlas centre), side by side, with det J
-    blended over the atlas as Slicer shows it (radiological: patient right on the left). uint8 RGB.
-
-    The two volumes may sit on different grids: both are sampled at the same world points (nearest voxel).
-    """
-    atlas_grid, n = np.asarray(atlas.affine, dtype=np.float64), np.asarray(atlas.array.shape[:3])
-    corners = np.array([[a, b, c, 1.0] for a in (0, n[0] - 1) for b in (0, n[1] - 1) for c in (0, n[2] - 1)]) @ atlas_grid.T
-    low, high = corners[:, :3].min(axis=0), corners[:, :3].max(axis=0)
-    c = (low + high) / 2.0 if center is None else np.asarray(center, dtype=np.float64)
-    if window_level is None:
-        window_level = jacobian_window_level(np.asarray(jacobian.array))
-    axes_r = np.arange(high[0], low[0] - 1e-6, -pixel_mm)  # right to left on screen: R decreasing
-    axes_a = np.arange(high[1], low[1] - 1e-6, -pixel_mm)
-    axes_s = np.arange(high[2], low[2] - 1e-6, -pixel_mm)
-    views = [
-        np.stack(np.broadcast_arrays(axes_r[None, :], axes_a[:, None], c[2]), axis=-1),  # axial: A up
-        np.stack(np.broadcast_arrays(axes_r[None, :], c[1], axes_s[:, None]), axis=-1),  # coronal: S up
-        np.stack(np.broadcast_arrays(c[0], axes_a[None, ::-1], axes_s[:, None]), axis=-1),  # sagittal: A right
-    ]
-    height = max(v.shape[0] for v in views)
-    panels = []
-    for points in views:
-        background = np.nan_to_num(_sample_nearest(atlas, points), nan=0.0)
-        det = np.nan_to_num(_sample_nearest(jacobian, points), nan=1.0)
-        rgb = overlay_rgb(background, det, window_level, opacity=opacity)
-        pad = np.zeros((height - rgb.shape[0], rgb.shape[1], 3), np.uint8)
-        panels.append(np.concatenate([rgb, pad], axis=0))
-    return np.concatenate(panels, axis=1)
