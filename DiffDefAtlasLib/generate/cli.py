@@ -3,7 +3,7 @@
 Example:
     diffdef-atlas models
     diffdef-atlas generate --model brain3d --set age=72 --set sex=F --out atlas72F
-    diffdef-atlas sweep --model brain3d --vary age=45:80:5 --set sex=F --out sweepF
+    diffdef-atlas sweep --model brain3d --vary age=45:70:5 --set sex=F --out sweepF
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- sweep
 def parse_vary(text: str, card) -> tuple[str, list[Any]]:
-    """``age=45:80:5`` (start:stop:step, stop included) or ``sex=F,M`` -> the name and its values.
+    """``age=45:70:5`` (start:stop:step, stop included) or ``sex=F,M`` -> the name and its values.
 
     Example:
         >>> from DiffDefAtlasLib.generate.model_card import ConditionSpec, ModelCard
@@ -217,7 +217,7 @@ def parse_vary(text: str, card) -> tuple[str, list[Any]]:
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``diffdef-atlas sweep``."""
     _common_arguments(parser)
-    parser.add_argument("--vary", required=True, metavar="NAME=START:STOP:STEP", help="the condition to sweep, e.g. age=45:80:5 or sex=F,M")
+    parser.add_argument("--vary", required=True, metavar="NAME=START:STOP:STEP", help="the condition to sweep, e.g. age=45:70:5 or sex=F,M")
 
 
 def run_sweep(args: argparse.Namespace) -> int:

@@ -91,7 +91,7 @@ def sweep_arguments(
 
     Example:
         >>> sweep_arguments("brain3d", ("age", 45, 80, 5), {"sex": "F"}, "out")[3:7]
-        ['--model', 'brain3d', '--vary', 'age=45:80:5']
+        ['--model', 'brain3d', '--vary', 'age=45:70:5']
     """
     name, start, stop, step = vary
     if float(step) <= 0:
