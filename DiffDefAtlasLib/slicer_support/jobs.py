@@ -90,7 +90,7 @@ def sweep_arguments(
     """Arguments that run ``diffdef-atlas sweep``: ``vary`` is ``(name, start, stop, step)``.
 
     Example:
-        >>> sweep_arguments("brain3d", ("age", 45, 80, 5), {"sex": "F"}, "out")[3:7]
+        >>> sweep_arguments("brain3d", ("age", 45, 70, 5), {"sex": "F"}, "out")[3:7]
         ['--model', 'brain3d', '--vary', 'age=45:70:5']
     """
     name, start, stop, step = vary
