@@ -36,7 +36,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         mask = mask_volume.array > 0
     check_output_dir(args.out, args.overwrite)
     result = analyze_field(u, grid, mask)
-    summary = {"field": str(args.field), "grid_shape": list(grid.shape), "spacing_mm": list(grid.spacing), **result.summary}
+    summary = {"field": str(args.field), "grid_shape": list(grid.shape), "spacing_mm": list(grid.spacing),
+               "jacobian": "det J of x -> x + u(x), computed by finite differences on the field's own grid", **result.summary}
     with result_folder(args.out, args.overwrite) as staging:
         write_image(result.jacobian, staging / "jacobian.nii.gz")
         write_image(result.folding, staging / "folding.nii.gz")

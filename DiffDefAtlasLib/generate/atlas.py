@@ -133,6 +133,9 @@ def check_sampling_settings(steps: int | None, guidance: float | None, temperatu
             raise DiffDefInputError(f"steps: expected 1 to {MAX_STEPS} DDIM steps, found {steps}")
 
 
+#: What ``jacobian.nii.gz`` holds, for ``summary.json``.
+JACOBIAN_MEANING = ("det J of the stored map x -> x + u(x) (atlas to template): below 1 where a structure is larger in"
+                    " the atlas than in the template, above 1 where it is smaller, <= 0 where the map folds")
 #: Largest seed accepted: torch's generators take 64-bit unsigned seeds.
 MAX_SEED = 2**64 - 1
 
@@ -368,6 +371,14 @@ class Generator:
             label_names=dict(images.label_names),
         )
 
+    def _jacobian_grid_words(self) -> str:
+        work = self.working_grid
+        where = f"computed on the working grid {'x'.join(map(str, work.shape))} ({', '.join(f'{v:g}' for v in work.spacing)} mm)"
+        if work == self.output_grid:
+            return where + ", which is the output grid"
+        return (where + ", where the field is integrated, and linearly resampled to the output grid (analyze of"
+                " displacement.nii.gz computes it on the output grid, and differs where u varies fast)")
+
     def atlas_summary(self, resolved: dict, settings: dict[str, Any], field: OutputField, warped: WarpedTemplate, timings: dict[str, float]) -> dict[str, Any]:
         """``summary.json`` of one atlas: model, conditions, sampling settings, device, grid, timings, folding,
         displacement size and the label volumes (mL; mm^2 in 2D)."""
@@ -385,6 +396,7 @@ class Generator:
             "folding_ratio_nonpositive": field.folding_ratios["nonpositive"],
             "folding_ratio_negative": field.folding_ratios["negative"],
             "folding_ratio_grid": "working",
+            "jacobian": JACOBIAN_MEANING + "; " + self._jacobian_grid_words(),
             "detj_min": float(field.jacobian_working.min()),
             "detj_max": float(field.jacobian_working.max()),
             "displacement_mean_norm_mm": float(norm.mean()),
