@@ -267,3 +267,31 @@ def test_summaries_say_what_the_jacobian_is_and_on_which_grid(tmp_path, capsys):
     analysed = json.loads((tmp_path / "a" / "summary.json").read_text())["jacobian"]
     assert generated.startswith("det J of the stored map x -> x + u(x)") and "working grid" in generated
     assert "below 1 where a structure is larger in the atlas" in generated and "field's own grid" in analysed
+
+
+def test_an_extrapolated_atlas_says_so_in_its_summary_and_its_preview(tmp_path, capsys, monkeypatch):
+    """The tiny model is trained on ages 40-80 (its card is the reference); an atlas at age 95 made with
+    ``--allow-extrapolation`` records the condition, its value and the range in ``summary.json`` and in the preview's
+    label, and one within the range records nothing (it said so nowhere before)."""
+    import json
+
+    from DiffDefAtlasLib.cli.main import main
+    from DiffDefAtlasLib.generate import preview
+    from DiffDefAtlasLib.generate.model_card import ModelCard
+    from modelfactory import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny2d")
+    age = ModelCard.load(model / "model_card.json").condition("age")
+    labels: list[str] = []
+    drawn = preview.slices_with_jacobian
+    monkeypatch.setattr(preview, "slices_with_jacobian", lambda atlas, jacobian=None, label=None, **kw: labels.append(label) or drawn(atlas, jacobian, label, **kw))
+    beyond = age.maximum + 15
+    common = ["generate", "--model", str(model), "--device", "cpu", "--steps", "2"]
+    assert main([*common, "--set", f"age={beyond:g}", "--allow-extrapolation", "--out", str(tmp_path / "x")]) == 0
+    assert main([*common, "--set", f"age={age.minimum:g}", "--out", str(tmp_path / "in")]) == 0
+    capsys.readouterr()
+    recorded = json.loads((tmp_path / "x" / "summary.json").read_text())["extrapolated"]
+    assert recorded == {"age": {"value": beyond, "trained_range": [age.minimum, age.maximum], "units": age.units}}
+    assert json.loads((tmp_path / "in" / "summary.json").read_text())["extrapolated"] == {}
+    assert f"EXTRAPOLATED: age {beyond:g} outside {age.minimum:g}-{age.maximum:g}" in labels[0]
+    assert "EXTRAPOLATED" not in labels[1]

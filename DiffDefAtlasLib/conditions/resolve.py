@@ -96,6 +96,43 @@ def resolve_conditions(card: ConditionedModel, conditions: Mapping[str, Any] | N
     return resolved
 
 
+def extrapolated_conditions(card: ConditionedModel, resolved: Mapping[str, float | str]) -> dict[str, dict[str, Any]]:
+    """The resolved numeric conditions outside the card's trained range, each with its value and that range
+    (empty when every condition is within it): what ``summary.json`` and the preview record of an extrapolation.
+
+    Example:
+        >>> from DiffDefAtlasLib.conditions.spec import ConditionSpec
+        >>> class Card:
+        ...     name = "demo"
+        ...     def condition(self, name):
+        ...         return ConditionSpec("age", minimum=40, maximum=80, units="years")
+        >>> extrapolated_conditions(Card(), {"age": 90.0})
+        {'age': {'value': 90.0, 'trained_range': [40.0, 80.0], 'units': 'years'}}
+    """
+    outside: dict[str, dict[str, Any]] = {}
+    for name, value in resolved.items():
+        spec = card.condition(name)
+        if spec.kind == "categorical" or spec.minimum is None or spec.maximum is None:
+            continue
+        if not spec.minimum <= float(value) <= spec.maximum:
+            outside[spec.name] = {"value": float(value), "trained_range": [float(spec.minimum), float(spec.maximum)], "units": spec.units}
+    return outside
+
+
+def extrapolation_words(outside: Mapping[str, Mapping[str, Any]]) -> str:
+    """``"EXTRAPOLATED: age 90 outside 40-80 years"`` for a picture's label; ``""`` when nothing is outside.
+
+    Example:
+        >>> extrapolation_words({"age": {"value": 90.0, "trained_range": [40.0, 80.0], "units": "years"}})
+        'EXTRAPOLATED: age 90 outside 40-80 years'
+    """
+    if not outside:
+        return ""
+    parts = [f"{name} {entry['value']:g} outside {entry['trained_range'][0]:g}-{entry['trained_range'][1]:g}"
+             f"{(' ' + entry['units']) if entry.get('units') else ''}" for name, entry in outside.items()]
+    return "EXTRAPOLATED: " + "; ".join(parts)
+
+
 def encode_conditions(card: ConditionedModel, resolved: Mapping[str, float | str]) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs for resolved conditions: normalised values ``(n,)`` float32 and a ``present`` mask ``(n,)``."""
     values = np.zeros(len(card.conditions), dtype=np.float32)

@@ -36,7 +36,7 @@ from ..spatial import (
     warp_image,
     warp_labels,
 )
-from ..conditions.resolve import encode_conditions, resolve_conditions
+from ..conditions.resolve import encode_conditions, extrapolated_conditions, resolve_conditions
 from .model_card import ModelCard
 from .sampling import ddim_sample, initial_latent
 
@@ -388,6 +388,7 @@ class Generator:
             "model": self.name,
             "conditions": resolved,
             "unset_conditions": [n for n in self.card.condition_names if n not in resolved],
+            "extrapolated": extrapolated_conditions(self.card, resolved),  # {} when all are within the trained range
             **settings,
             "device": str(self.device),
             "grid_shape": list(grid.shape),

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..conditions.resolve import extrapolation_words
 from ..device import DEVICE_CHOICES
 from ..errors import DiffDefInputError
 
@@ -75,6 +76,7 @@ def write_atlas_files(result, out: Path, *, preview: bool = True, minimal: bool 
     written.append(write_image(result.folding, out / ATLAS_FILES["folding"]))
     if preview:
         label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.summary["conditions"].items()) or "unconditional"
+        label = " - ".join(filter(None, [label, extrapolation_words(result.summary.get("extrapolated", {}))]))
         written.append(save_png(slices_with_jacobian(result.atlas, result.jacobian, label), out / ATLAS_FILES["preview"]))
     return written
 
@@ -262,7 +264,8 @@ def _sweep_into(out: Path, args: argparse.Namespace, card, conditions: dict, nam
         folder.mkdir(exist_ok=True)
         write_atlas_files(result, folder, minimal=True)
         label = f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
-        pictures.append(slices_with_jacobian(result.atlas, result.jacobian, label))
+        marked = " - ".join(filter(None, [label, extrapolation_words(result.summary.get("extrapolated", {}))]))
+        pictures.append(slices_with_jacobian(result.atlas, result.jacobian, marked))
         volumes = result.summary.get("volumes_ml") or result.summary.get("areas_mm2") or {}
         rows.append({name: value, **volumes, "folding_ratio_nonpositive": result.summary["folding_ratio_nonpositive"], "mean_displacement_mm": result.summary["displacement_mean_norm_mm"]})
         summaries.append({"folder": folder.name, **result.summary})
