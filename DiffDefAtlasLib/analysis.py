@@ -22,11 +22,13 @@ class FieldAnalysis:
     summary: dict[str, float]
 
 
-def analyze_field(displacement: np.ndarray, grid: Grid, mask: np.ndarray | None = None) -> FieldAnalysis:
+def analyze_field(displacement: np.ndarray, grid: Grid, mask: np.ndarray | None = None, *,
+                  name: str = "displacement field") -> FieldAnalysis:
     """Jacobian determinant (physical units), folding mask and summary of a RAS field ``(ndim, *shape)``.
 
     ``mask`` (same shape as the grid) restricts the summary figures, not the maps. A field with NaN or infinite
     values is refused (:class:`~DiffDefAtlasLib.errors.DiffDefInputError`): its Jacobian would read as "no folding".
+    ``name`` (the file it came from) begins each such message.
 
     Example:
         >>> g = Grid((8, 8, 8), np.eye(4))
@@ -36,10 +38,10 @@ def analyze_field(displacement: np.ndarray, grid: Grid, mask: np.ndarray | None 
     array = np.asarray(check_field(np.asarray(displacement), grid), dtype=np.float64)
     bad = int((~np.isfinite(array)).sum())
     if bad:
-        raise DiffDefInputError(f"displacement field: {bad} of {array.size} values are NaN or infinite; expected a finite field")
+        raise DiffDefInputError(f"{name}: {bad} of {array.size} values are NaN or infinite; expected a finite field")
     if min(grid.shape) < 2:
         raise DiffDefInputError(
-            f"displacement field: a grid of {'x'.join(map(str, grid.shape))} voxels has no Jacobian;"
+            f"{name}: a grid of {'x'.join(map(str, grid.shape))} voxels has no Jacobian;"
             " expected at least 2 voxels along every axis")
     u = torch.as_tensor(array)[None]
     jac = jacobian_determinant(u, grid)

@@ -129,8 +129,10 @@ def load_displacement(path: str | Path) -> tuple[np.ndarray, Grid]:
         reader.ReadImageInformation()
         check_size_limit(path, reader.GetSize(), reader.GetNumberOfComponents())  # from the header, before the voxels
         return displacement_from_sitk(reader.Execute())
-    except DiffDefInputError:
-        raise
+    except DiffDefInputError as error:
+        if str(error).startswith(str(path)):
+            raise
+        raise DiffDefInputError(f"{path}: {error}") from error  # a check deeper down that does not know the file
     except Exception as error:  # nibabel / SimpleITK raise many types for corrupt files
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DiffDefInputError(f"{path}: cannot read a displacement field ({first_line})") from error

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,6 +110,11 @@ def check_output_dir(path: str | Path, overwrite: bool = False, *, whole: bool =
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DiffDefInputError(f"{path}: output path exists and is not a folder")
+    above = next(parent for parent in path.absolute().parents if parent.exists())
+    if not above.is_dir():
+        raise DiffDefInputError(f"{path}: {above} is a file, not a folder; choose another --out")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise DiffDefInputError(f"{path}: cannot create files in {above} (permission denied); choose another --out")
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
             raise DiffDefInputError(f"{path}: output folder is not empty; pass --overwrite to replace it")

@@ -35,7 +35,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             raise DiffDefInputError(f"{args.mask}: the mask must lie on the field's grid {grid}")
         mask = mask_volume.array > 0
     check_output_dir(args.out, args.overwrite)
-    result = analyze_field(u, grid, mask)
+    result = analyze_field(u, grid, mask, name=str(args.field))
     summary = {"field": str(args.field), "grid_shape": list(grid.shape), "spacing_mm": list(grid.spacing),
                "jacobian": "det J of x -> x + u(x), computed by finite differences on the field's own grid", **result.summary}
     with result_folder(args.out, args.overwrite) as staging:
