@@ -1,4 +1,5 @@
-"""``diffdef-atlas template --out DIR``: export the bundled MNI ICBM152 2009a template and its label volumes."""
+"""``diffdef-atlas template --out DIR``: export the bundled MNI ICBM152 2009a template and its label volumes, with
+the MNI copyright notice that its licence requires in all copies."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 
 from ..imageio import write_image
 from ..metrics import label_volumes
-from ..template import LABEL_NAMES, RESOLUTIONS, load_template
+from ..template import LABEL_NAMES, RESOLUTIONS, load_template, template_notices
 from ..results import check_output_dir, result_folder, write_summary
 
 
@@ -18,10 +19,15 @@ def add_template_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_template(args: argparse.Namespace) -> int:
-    """Write ``t1.nii.gz``, ``labels.nii.gz``, ``brain_mask.nii.gz``, tissue maps and ``summary.json``."""
+    """Write ``t1.nii.gz``, ``labels.nii.gz``, ``brain_mask.nii.gz``, tissue maps, ``summary.json`` and the MNI
+    copyright notice (``LICENSE_MNI_ICBM152.txt``, ``NOTICE.txt``: ``NOTICE_FILES``)."""
     check_output_dir(args.out, args.overwrite)
     template = load_template(args.resolution)
+    notices = template_notices()
+    copyright_line = " ".join(notices["LICENSE_MNI_ICBM152.txt"].split()).split(" Permission", 1)[0]
     with result_folder(args.out, args.overwrite) as out:
+        for name, text in notices.items():  # the MNI licence: "the above copyright notice appear in all copies"
+            (out / name).write_text(text, encoding="utf-8")
         write_image(template.t1, out / "t1.nii.gz")
         write_image(template.labels, out / "labels.nii.gz")
         write_image(template.brain_mask, out / "brain_mask.nii.gz")
@@ -31,6 +37,9 @@ def run_template(args: argparse.Namespace) -> int:
         grid = template.grid
         summary = {
             "template": "MNI ICBM152 2009a nonlinear symmetric",
+            "copyright": copyright_line,
+            "licence": "MNI permissive licence; its copyright notice must appear in all copies (LICENSE_MNI_ICBM152.txt)",
+            "notice_files": list(notices),
             "resolution": args.resolution,
             "shape": list(grid.shape),
             "spacing_mm": list(grid.spacing),
@@ -41,5 +50,6 @@ def run_template(args: argparse.Namespace) -> int:
     print(f"MNI ICBM152 2009a template, {args.resolution} grid {'x'.join(map(str, grid.shape))}")
     for name, value in volumes.items():
         print(f"  {name}: {value:.1f} mL")
-    print(f"Wrote {3 + len(template.tissue)} images and summary.json to {args.out}")
+    print(f"Wrote {3 + len(template.tissue)} images, summary.json and {', '.join(notices)} to {args.out}")
+    print("The MNI licence requires its copyright notice in all copies: keep LICENSE_MNI_ICBM152.txt with the images")
     return 0

@@ -17,7 +17,16 @@ from .labels import (
     TISSUE_CLASSES,
     WM,
 )
-from .mni152 import RESOLUTIONS, Template, load_template, template_grid, template_info, working_grid
+from .mni152 import (
+    NOTICE_FILES,
+    RESOLUTIONS,
+    Template,
+    load_template,
+    template_grid,
+    template_info,
+    template_notices,
+    working_grid,
+)
 
 __all__ = [
     "BACKGROUND",
@@ -26,6 +35,7 @@ __all__ = [
     "LABEL_COLORS",
     "LABEL_NAMES",
     "LATERAL_VENTRICLES",
+    "NOTICE_FILES",
     "RESOLUTIONS",
     "TISSUE_CLASSES",
     "WM",
@@ -33,5 +43,6 @@ __all__ = [
     "load_template",
     "template_grid",
     "template_info",
+    "template_notices",
     "working_grid",
 ]

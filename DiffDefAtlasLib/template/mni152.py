@@ -28,6 +28,10 @@ from .labels import TISSUE_CLASSES
 
 RESOLUTIONS: tuple[str, ...] = ("1mm", "2mm")
 _INTEGER_MAPS = ("brain_mask", "labels")
+#: The notices that go with every copy of the template images (the MNI licence requires its copyright notice "in
+#: all copies"): exported file name -> file of ``Resources/template/``. ``LICENSE`` is the MNI copyright and
+#: permission notice; ``NOTICE.txt`` repeats it with the provenance of the derived maps and the references.
+NOTICE_FILES: Mapping[str, str] = MappingProxyType({"LICENSE_MNI_ICBM152.txt": "LICENSE", "NOTICE.txt": "NOTICE.txt"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,16 @@ def template_info() -> dict:
         [80, 96, 80]
     """
     return json.loads(_info_text())
+
+
+def template_notices() -> dict[str, str]:
+    """The texts to write beside exported copies of the template: exported file name -> text (``NOTICE_FILES``).
+
+    Example:
+        >>> "Copyright (C) 1993-2009 Louis Collins" in template_notices()["LICENSE_MNI_ICBM152.txt"]
+        True
+    """
+    return {name: resource_path("template", source).read_text(encoding="utf-8") for name, source in NOTICE_FILES.items()}
 
 
 def _check_resolution(resolution: str) -> str:
