@@ -13,7 +13,9 @@ Outputs (all in the fixed image's space unless noted):
 Progress goes to stdout (``PROGRESS <fraction> <message>`` lines for a parent process that asks for them, see
 :mod:`DiffDefAtlasLib.progress`). The folder is built beside ``--out`` and swapped in
 when complete. A full-head scan is found and handled; a result that fails its own quality checks (brain NCC,
-folding, brain overlap) writes nothing and exits with status 2, naming the figure and its threshold.
+folding, brain overlap) writes nothing and exits with status 2, naming the figure and its threshold. A registration
+whose peak memory, estimated from the image headers, exceeds the machine's memory is refused the same way before any
+voxel is read (:func:`check_register_memory`).
 
 Example:
     diffdef-atlas register --moving scan.nii.gz --fixed atlas.nii.gz --out result --refine 200
@@ -27,6 +29,24 @@ from pathlib import Path
 
 from ..errors import DiffDefInputError
 from ..imaging.head import BRAIN_EXTRACTION_MODES
+
+#: Peak memory of ``register`` (resident set of a CPU run), estimated from the headers before any voxel is read as
+#: ``REGISTER_PEAK_BASE_BYTES + factor x moving bytes + REGISTER_PEAK_PER_FIXED_BYTE x fixed bytes`` (bytes of the
+#: images as float32). Measured by ``/usr/bin/time -v`` (maximum resident set size) of ``diffdef-atlas register
+#: --device cpu`` on IXI259 (256x256x150), its 2 mm and 256x256x300 resamplings and a BrainWeb head (181x217x271)
+#: against the 1 mm and 2 mm MNI template: 32-33 bytes per moving byte with ``--fixed-labels`` (the labels carried
+#: onto the scan's grid: 1926 MiB for IXI259 at 2 mm, 3185 MiB for its 256x256x300 copy), 18 without (deepbet on a
+#: head), 25-26 per fixed byte, 650-880 MiB for a 5 MiB scan. The estimate is 6-39 % above every measured peak with
+#: labels and 21 % above a head's without; up to 3 times a skull-stripped scan's without labels (a header cannot tell
+#: a head from a brain). Figures in docs/registration.md, "Memory".
+REGISTER_PEAK_PER_MOVING_BYTE = 33.0
+#: The same without ``--fixed-labels``: a full head's deepbet brain extraction is then the largest stage.
+REGISTER_PEAK_PER_MOVING_BYTE_NO_LABELS = 18.0
+#: Bytes of peak memory per fixed-image byte (the total field, det J and its summary on the fixed grid).
+REGISTER_PEAK_PER_FIXED_BYTE = 26.0
+#: Peak memory of a registration of tiny images (Python, torch, the network, the template, the working grid).
+REGISTER_PEAK_BASE_BYTES = 900 * 1024**2
+
 
 def add_register_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``register`` options to ``parser`` (the top-level CLI adds them to its ``register`` subcommand)."""
@@ -68,6 +88,68 @@ def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
     return written
 
 
+def header_voxels(path: Path) -> int | None:
+    """Voxel count of an image from its header alone (a DICOM folder: slices x slice size); None when the header
+    cannot be read (:func:`~DiffDefAtlasLib.imageio.read_image` then names the problem)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
+            if not files:
+                return None
+            size, count = _header_size(files[0]), len(files)
+            return int(np.prod(size[:2], dtype=np.int64)) * count
+        if path.name.lower().endswith((".mgz", ".mgh")):
+            import nibabel as nib
+
+            return int(np.prod(nib.MGHImage.from_filename(str(path)).shape, dtype=np.int64))
+        return int(np.prod(_header_size(str(path)), dtype=np.int64))
+    except Exception:
+        return None
+
+
+def _header_size(path: str) -> tuple[int, ...]:
+    """The image size in a file's header, voxels times components (SimpleITK reads the header only)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    return (*reader.GetSize(), max(1, reader.GetNumberOfComponents()))
+
+
+def estimate_register_peak_bytes(moving_voxels: int, fixed_voxels: int, labels: bool) -> float:
+    """Peak memory (bytes) of ``register`` for a moving and a fixed image of these voxel counts, with or without
+    ``--fixed-labels`` (constants above).
+
+    Example:
+        >>> round(estimate_register_peak_bytes(256 * 256 * 150, 80 * 96 * 80, True) / 1024**3, 2)  # IXI259, 2 mm: 1.88 GiB measured
+        2.15
+    """
+    per_moving = REGISTER_PEAK_PER_MOVING_BYTE if labels else REGISTER_PEAK_PER_MOVING_BYTE_NO_LABELS
+    return REGISTER_PEAK_BASE_BYTES + 4.0 * (per_moving * moving_voxels + REGISTER_PEAK_PER_FIXED_BYTE * fixed_voxels)
+
+
+def check_register_memory(args: argparse.Namespace) -> None:
+    """Refuse a registration whose peak memory, estimated from the headers (:func:`estimate_register_peak_bytes`),
+    exceeds the physical memory (or the container's limit); nothing is checked where that is unknown."""
+    from ..imageio import format_bytes, physical_memory_bytes
+
+    available = physical_memory_bytes()
+    moving, fixed = header_voxels(args.moving), header_voxels(args.fixed)
+    if available is None or moving is None or fixed is None:
+        return
+    labels = args.fixed_labels is not None
+    needed = estimate_register_peak_bytes(moving, fixed, labels)
+    if needed > available:
+        hint = "resample the scan to coarser voxels" + (" or leave out --fixed-labels" if labels else "")
+        raise DiffDefInputError(f"{args.moving}: registering it needs about {format_bytes(needed)} of memory (estimated from the"
+                                f" image sizes), more than the {format_bytes(available)} available; {hint}")
+
+
 def run_register(args: argparse.Namespace) -> int:
     """Run ``diffdef-atlas register`` from parsed arguments; returns the exit status (0 on success).
 
@@ -81,6 +163,7 @@ def run_register(args: argparse.Namespace) -> int:
     check_output_dir(args.out, args.overwrite)  # before the run: a bad --out must not cost a registration
     if args.refine < 0:
         raise DiffDefInputError(f"--refine: expected a number of steps >= 0, found {args.refine}")
+    check_register_memory(args)  # from the headers, before any voxel is read or any output is made
     fixed = check_image(read_image(args.fixed), str(args.fixed))
     moving = check_image(read_image(args.moving), str(args.moving))
     if moving.spatial_dims != fixed.spatial_dims:  # the fixed image (the atlas) sets the dimension

@@ -19,8 +19,9 @@ Pipeline (every field in RAS mm, the library's convention ``warped(x) = moving(x
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -45,6 +46,22 @@ Cancel = Callable[[], bool]
 
 #: Margin (mm) by which the atlas brain mask is dilated before it masks the network's inputs.
 INPUT_MASK_MARGIN_MM = 8.0
+
+
+@contextmanager
+def deterministic_cudnn(device: torch.device) -> Iterator[None]:
+    """cuDNN's deterministic convolutions during a CUDA run (its fastest ones may sum in another order on every run),
+    the previous setting restored after; nothing changes on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    previous = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = previous
 
 
 class RegistrationCancelled(RuntimeError):
@@ -244,10 +261,11 @@ def register_to_atlas(
     report(0.3, "deformable registration")
 
     def compute(dev: torch.device) -> tuple[RegistrationResult, dict[str, float]]:
-        return _deformable(
-            network.to(dev), moving, atlas, atlas_labels, moving_labels, atlas_mask, alignment, wgrid, fixed_w.to(dev),
-            mask_w.to(dev), refine, dev, report, timings, start,
-        )
+        with deterministic_cudnn(dev):
+            return _deformable(
+                network.to(dev), moving, atlas, atlas_labels, moving_labels, atlas_mask, alignment, wgrid, fixed_w.to(dev),
+                mask_w.to(dev), refine, dev, report, timings, start,
+            )
 
     result, figures = run_with_cpu_fallback(compute, torch_device)
     result.summary["alignment"] = alignment.as_dict()
