@@ -104,12 +104,24 @@ def remove_stale_staging(target: Path) -> list[Path]:
     return removed
 
 
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; stop at the first that is not (someone wrote there)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            break
+
+
 @contextmanager
 def staged_folder(target: str | Path) -> Iterator[Path]:
     """Yield an empty folder beside ``target`` to build a result in; on success it replaces ``target`` as a whole.
 
     The previous ``target`` (if any) stays untouched until the new folder is complete, so an interrupted run leaves
-    either the old result or the new one, never a mix. On error the staging folder is removed; one left by a killed
+    either the old result or the new one, never a mix. On error the staging folder is removed, and so are the parent
+    folders this call made (while empty); a staging folder left by a killed
     process is removed by the next run (:func:`remove_stale_staging`).
 
     Example:
@@ -119,12 +131,18 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
     import shutil
 
     target = Path(target)
+    created = [parent for parent in target.absolute().parents if not parent.exists()]  # deepest first
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     staging = target.parent / f".{target.name}{STAGING_MARK}{os.getpid()}.{secrets.token_hex(3)}"
     staging.mkdir()
     try:
         yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)  # a failed run leaves no folder it made
+        raise
+    try:
         if target.is_dir() and not any(target.iterdir()):
             target.rmdir()
         if target.exists():

@@ -33,7 +33,7 @@ def select_device(name: str = "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if text == "cpu":
         return torch.device("cpu")
-    if text == "cuda" or text.startswith("cuda:"):
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit() and text[5:].isascii()):
         if not torch.cuda.is_available():
             raise DiffDefInputError(f"device {name!r}: CUDA was requested but torch finds no CUDA GPU; use 'cpu' or 'auto'")
         device = torch.device(text)

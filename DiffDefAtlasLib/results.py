@@ -115,6 +115,7 @@ def check_output_dir(path: str | Path, overwrite: bool = False, *, whole: bool =
         raise DiffDefInputError(f"{path}: {above} is a file, not a folder; choose another --out")
     if not os.access(above, os.W_OK | os.X_OK):
         raise DiffDefInputError(f"{path}: cannot create files in {above} (permission denied); choose another --out")
+    _check_name_length(path, above)
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
             raise DiffDefInputError(f"{path}: output folder is not empty; pass --overwrite to replace it")
@@ -124,6 +125,19 @@ def check_output_dir(path: str | Path, overwrite: bool = False, *, whole: bool =
                 "(it is not a diffdef-atlas result); choose another --out"
             )
     return path
+
+
+def _check_name_length(path: Path, above: Path) -> None:
+    """Refuse an output folder whose name is too long for the file system once the staging marks are added
+    (``.NAME.partial-PID.XXXXXX``, ``.NAME.replaced-PID.XXXXXX``): it would fail only after the computation."""
+    try:
+        limit = int(os.pathconf(above, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        limit = 255
+    extra = len(os.fsencode(f"..replaced-{os.getpid()}.ffffff"))
+    length = len(os.fsencode(path.absolute().name))
+    if length + extra > limit:
+        raise DiffDefInputError(f"{path}: the output folder's name is {length} bytes long; at most {limit - extra} are allowed here")
 
 
 @contextmanager

@@ -210,3 +210,16 @@ def test_the_table_is_not_vacuous(files, tmp_path, capsys, untrained_registratio
     assert main(["analyze", str(i.field), "--out", str(tmp_path / "a")]) == 0
     assert main(reg(i, i.head3, i.head3, out=tmp_path / "r")) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("name", ["cuda:abc", "cuda:-1", "cuda:", "cuda:١"])
+def test_a_malformed_cuda_device_is_bad_input_where_cuda_is_present(name, monkeypatch):
+    """Reference: torch.device('cuda:abc') raises RuntimeError, which came out as an internal error (exit 1) on a
+    machine with CUDA; CUDA's presence is pretended here so that the check runs on any machine."""
+    from DiffDefAtlasLib.device import select_device
+    from DiffDefAtlasLib.errors import DiffDefInputError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DiffDefInputError, match="expected one of"):
+        select_device(name)

@@ -455,3 +455,14 @@ def test_a_sweep_range_that_is_not_finite_is_bad_input(model, tmp_path, capsys, 
     code = main(["sweep", "--model", str(model), "--device", "cpu", "--vary", vary, "--out", str(tmp_path / "s")])
     one_error_line(capsys, code, "must be finite numbers", status=2)
     assert not (tmp_path / "s").exists()
+
+
+def test_the_printed_line_shows_the_seed_only_where_it_changed_the_atlas(model, tmp_path, capsys):
+    """Reference: at temperature 0 seeds 0 and 5 give bitwise the same atlas (test above), so the line leaves the
+    seed out; at temperature 0.5 it is what made the atlas, and the line names it."""
+    assert generate(model, tmp_path / "t0", "--seed", "5") == 0
+    line = [text for text in capsys.readouterr().out.splitlines() if text.startswith("Generated")][0]
+    assert "seed" not in line and "steps" in line
+    assert generate(model, tmp_path / "t1", "--seed", "5", "--temperature", "0.5") == 0
+    line = [text for text in capsys.readouterr().out.splitlines() if text.startswith("Generated")][0]
+    assert "(seed 5, " in line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 import warnings
@@ -160,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        if error.errno == errno.ENAMETOOLONG:  # a path given on the command line (or its staging folder): bad input
+            print(f"{prefix}: error: {where}{error.strerror}; choose a shorter name", file=sys.stderr)
+            return 2
         print(f"{prefix}: error: {where}{error.strerror or one_line(error)}", file=sys.stderr)
         return 1
     except Exception as error:  # a bug: one line here, the traceback with --debug

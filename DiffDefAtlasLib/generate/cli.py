@@ -109,27 +109,35 @@ def _print_warnings(caught: list[warnings.WarningMessage], command: str, printed
 
 
 # ---------------------------------------------------------------------------------------------- generate
+#: The most draws ``--samples`` may ask for (each costs one generation; more would run for days on brain3d).
+MAX_SAMPLES = 1000
+#: The most atlases one ``sweep`` may generate.
+MAX_SWEEP_STEPS = 200
+
+
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``diffdef-atlas generate``."""
     _common_arguments(parser)
-    parser.add_argument("--samples", type=int, default=0, metavar="K", help="also draw K samples (temperature 1) and write displacement_mean/std maps")
+    parser.add_argument("--samples", type=int, default=0, metavar="K", help=f"also draw K samples (temperature 1, K from 2 to {MAX_SAMPLES}) and write displacement_mean/std maps")
     parser.add_argument("--outputs", choices=sorted(OUTPUT_SETS), default="all",
                         help="all (default): also the ITK field, Jacobian, folding and preview; minimal: atlas, labels, displacement and summary")
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    """Refuse bad sampling settings (non-finite guidance or temperature, steps out of range, a bad sample count)
-    and a bad output folder before anything is computed or created."""
+    """Refuse bad sampling settings (non-finite guidance or temperature, steps out of range, a bad sample count),
+    a device that is not there and a bad output folder before anything is computed or created."""
+    from ..device import select_device
     from ..results import check_output_dir
     from .atlas import check_sampling_settings, check_seed
 
     check_sampling_settings(args.steps, args.guidance, args.temperature)
     check_seed(args.seed)
     samples = getattr(args, "samples", 0)
-    if samples < 0 or samples == 1:
-        raise DiffDefInputError(f"--samples: expected 0 (none) or at least 2 samples for a standard deviation, found {samples}")
+    if samples < 0 or samples == 1 or samples > MAX_SAMPLES:
+        raise DiffDefInputError(f"--samples: expected 0 (none) or 2 to {MAX_SAMPLES} samples for a standard deviation, found {samples}")
     if samples:
         check_seed(args.seed + samples - 1)  # the draws use seed .. seed + samples - 1
+    select_device(args.device)  # e.g. cuda without a GPU: refused before a sweep prints its warnings
     check_output_dir(args.out, args.overwrite)
 
 
@@ -140,7 +148,7 @@ def run_generate(args: argparse.Namespace) -> int:
     """
     from ..imageio import Volume, write_image
     from ..fieldio import save_displacement_nifti
-    from ..results import ATLAS_FILES, result_folder, write_summary
+    from ..results import ATLAS_FILES, result_folder, seed_with_effect, write_summary
     from .bundled import resolve_model, sample_variability
     from ..conditions.resolve import resolve_conditions
 
@@ -173,7 +181,9 @@ def run_generate(args: argparse.Namespace) -> int:
         write_summary(out / ATLAS_FILES["summary"], summary, device=summary.get("device"))
         written.append(out / ATLAS_FILES["summary"])
     text = ", ".join(f"{k}={v}" for k, v in summary["conditions"].items()) or "no conditions (unconditional atlas)"
-    print(f"Generated {card.name} atlas for {text} (seed {args.seed}, {summary['steps']} steps) in {summary['timings_s']['total_s']:.2f} s on {summary['device']}")
+    seed = seed_with_effect(args.seed, summary)  # at temperature 0 every seed gives this atlas: not shown
+    settings = ("" if seed is None else f"seed {seed}, ") + f"{summary['steps']} steps"
+    print(f"Generated {card.name} atlas for {text} ({settings}) in {summary['timings_s']['total_s']:.2f} s on {summary['device']}")
     if "volumes_ml" in summary:
         print("  volumes (mL): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["volumes_ml"].items()))
     if "areas_mm2" in summary:
@@ -197,7 +207,12 @@ def parse_vary(text: str, card) -> tuple[str, list[Any]]:
     name, spec_text = parse_assignment(text)
     spec = card.condition(name)
     if spec.kind == "categorical" or "," in spec_text:
-        return name, [v.strip() for v in spec_text.split(",") if v.strip()]
+        values = [v.strip() for v in spec_text.split(",") if v.strip()]
+        if not values:
+            raise DiffDefInputError(f"--vary {text!r}: expected at least one value in the comma list, e.g. {name}=A,B")
+        if len(values) > MAX_SWEEP_STEPS:
+            raise DiffDefInputError(f"--vary {text!r}: {len(values)} values; at most {MAX_SWEEP_STEPS} are allowed")
+        return name, values
     parts = spec_text.split(":")
     try:
         numbers = [float(p) for p in parts]
@@ -210,9 +225,12 @@ def parse_vary(text: str, card) -> tuple[str, list[Any]]:
     if len(numbers) != 3 or numbers[2] == 0 or (numbers[1] - numbers[0]) / numbers[2] < 0:
         raise DiffDefInputError(f"--vary {text!r}: expected NAME=START:STOP:STEP with a step towards STOP")
     start, stop, step = numbers
-    count = int(np.floor((stop - start) / step + 1e-9)) + 1
-    if count > 200:
-        raise DiffDefInputError(f"--vary {text!r}: {count} steps; at most 200 are allowed")
+    span = (stop - start) / step  # inf or NaN when STOP - START overflows (e.g. 0:1e300:1e-300)
+    if not np.isfinite(span):
+        raise DiffDefInputError(f"--vary {text!r}: the range is too large; at most {MAX_SWEEP_STEPS} steps are allowed")
+    count = int(np.floor(span + 1e-9)) + 1
+    if count > MAX_SWEEP_STEPS:
+        raise DiffDefInputError(f"--vary {text!r}: {count} steps; at most {MAX_SWEEP_STEPS} are allowed")
     return name, [round(start + n * step, 10) for n in range(count)]
 
 
@@ -238,8 +256,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         for value in values:
             resolve_conditions(card, {**conditions, name: value}, args.allow_extrapolation)
+    check_settings(args)  # a refusal is the only line: the extrapolation warnings come after every check
     _print_warnings(caught, "sweep", printed)
-    check_settings(args)
     with result_folder(args.out, args.overwrite) as out:
         values = _sweep_into(out, args, card, conditions, name, values, printed)
     print(f"Wrote {len(values)} atlases, montage.png, sweep.gif and volumes.csv to {args.out}")

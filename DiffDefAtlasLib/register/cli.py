@@ -88,10 +88,9 @@ def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
     return written
 
 
-def header_voxels(path: Path) -> int | None:
-    """Voxel count of an image from its header alone (a DICOM folder: slices x slice size); None when the header
-    cannot be read (:func:`~DiffDefAtlasLib.imageio.read_image` then names the problem)."""
-    import numpy as np
+def header_shape(path: Path) -> tuple[int, ...] | None:
+    """An image's size from its header alone, components last (a DICOM folder: slice size x slices); None when the
+    header cannot be read (:func:`~DiffDefAtlasLib.imageio.read_image` then names the problem)."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -100,15 +99,24 @@ def header_voxels(path: Path) -> int | None:
             files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
             if not files:
                 return None
-            size, count = _header_size(files[0]), len(files)
-            return int(np.prod(size[:2], dtype=np.int64)) * count
+            size = _header_size(files[0])
+            return (*size[:2], len(files), size[-1])
         if path.name.lower().endswith((".mgz", ".mgh")):
             import nibabel as nib
 
-            return int(np.prod(nib.MGHImage.from_filename(str(path)).shape, dtype=np.int64))
-        return int(np.prod(_header_size(str(path)), dtype=np.int64))
+            shape = tuple(int(n) for n in nib.MGHImage.from_filename(str(path)).shape)
+            return shape if len(shape) > 3 else (*shape, 1)
+        return _header_size(str(path))
     except Exception:
         return None
+
+
+def header_voxels(path: Path) -> int | None:
+    """Voxel count (times components) of an image from its header alone (:func:`header_shape`), or None."""
+    import numpy as np
+
+    shape = header_shape(path)
+    return None if shape is None else int(np.prod(shape, dtype=np.int64))
 
 
 def _header_size(path: str) -> tuple[int, ...]:
@@ -136,9 +144,13 @@ def estimate_register_peak_bytes(moving_voxels: int, fixed_voxels: int, labels: 
 def check_register_memory(args: argparse.Namespace) -> None:
     """Refuse a registration whose peak memory, estimated from the headers (:func:`estimate_register_peak_bytes`),
     exceeds the physical memory (or the container's limit); nothing is checked where that is unknown."""
-    from ..imageio import format_bytes, physical_memory_bytes
+    from ..imageio import check_size_limit, format_bytes, physical_memory_bytes
 
     available = physical_memory_bytes()
+    for path in (args.fixed, args.moving):
+        shape = header_shape(path)
+        if shape is not None:  # an image beyond the image-size limit is refused as read_image refuses it
+            check_size_limit(path, shape[:-1], shape[-1])
     moving, fixed = header_voxels(args.moving), header_voxels(args.fixed)
     if available is None or moving is None or fixed is None:
         return
