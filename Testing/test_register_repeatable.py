@@ -20,8 +20,10 @@ from DiffDefAtlasLib.imaging.head import shrink_to_spacing
 from DiffDefAtlasLib.register import register_to_atlas
 from DiffDefAtlasLib.template import load_template
 
-#: Largest difference (matrix entries) between two affines with several ITK threads; 9e-7 measured with 2 threads.
-THREADED_AFFINE_TOLERANCE = 1e-5
+#: Largest differences between two affines with several ITK threads: linear part (dimensionless; 9e-7 measured with
+#: 2 threads) and translation (mm; 1.4e-5 mm seen in a CI dry run). Unseeded, two runs differed by 0.09 or more.
+THREADED_LINEAR_TOLERANCE = 1e-5
+THREADED_TRANSLATION_TOLERANCE_MM = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,9 @@ def test_the_same_registration_twice_is_bitwise_identical(brain, template, one_i
 
 def test_threaded_affines_agree_within_a_tiny_tolerance(brain, template):
     first, second = (affine_register(template.t1, brain, fixed_mask=template.brain_mask) for _ in range(2))
-    assert np.abs(first - second).max() < THREADED_AFFINE_TOLERANCE
+    difference = np.abs(first - second)
+    assert difference[:3, :3].max() < THREADED_LINEAR_TOLERANCE
+    assert difference[:3, 3].max() < THREADED_TRANSLATION_TOLERANCE_MM
 
 
 def test_seed_zero_is_refused():
