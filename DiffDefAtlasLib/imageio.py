@@ -305,6 +305,39 @@ def _reader(path: Path):
     return file_reader, file_reader
 
 
+def header_shape(path: str | Path) -> tuple[int, ...] | None:
+    """An image's size from its header alone, components last (a DICOM folder: slice size x slices); None when the
+    header cannot be read (:func:`read_image` then names the problem)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
+            if not files:
+                return None
+            size = _header_size(files[0])
+            return (*size[:2], len(files), size[-1])
+        if path.name.lower().endswith((".mgz", ".mgh")):
+            import nibabel as nib
+
+            shape = tuple(int(n) for n in nib.MGHImage.from_filename(str(path)).shape)
+            return shape if len(shape) > 3 else (*shape, 1)
+        return _header_size(str(path))
+    except Exception:
+        return None
+
+
+def _header_size(path: str) -> tuple[int, ...]:
+    """The image size in a file's header, voxels times components (SimpleITK reads the header only)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    return (*reader.GetSize(), max(1, reader.GetNumberOfComponents()))
+
+
 def read_image(path: str | Path, *, max_bytes: int | None = None, dtype: type | None = np.float32) -> Volume:
     """Read an image file (or a DICOM series folder) into a :class:`Volume`.
 

@@ -31,6 +31,20 @@ def fresh_generator_caches():
     atlas._template_images_cached.cache_clear()
 
 
+@pytest.fixture
+def untrained_registration_network(monkeypatch):
+    """A random registration network instead of the bundled one: the tests must not depend on trained weights, and a
+    bad-input check that goes missing then lets ``register`` run to the end (and the test fail)."""
+    import DiffDefAtlasLib.register.weights as weights
+    from DiffDefAtlasLib.register.network import NetworkConfig, RegistrationNetwork
+
+    def load(spatial_dims=3, device="cpu", folder=None):
+        torch.manual_seed(0)
+        return RegistrationNetwork(NetworkConfig(spatial_dims=spatial_dims)).eval()
+
+    monkeypatch.setattr(weights, "load_registration_network", load)
+
+
 def _slicer_core_or_skip():
     """slicer-core's real MRML with the shims of ``Testing/slicershims``; skips where slicer-core has no wheel.
 

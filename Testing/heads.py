@@ -73,3 +73,10 @@ def ixi_with_head(ixi: Volume, index: int = 3, seed: int = 1) -> Volume:
     rng = np.random.default_rng(seed)
     combined = combined + np.abs(rng.normal(0, 0.02 * top, combined.shape)) * (combined == 0)
     return Volume(combined.astype(np.float32), ixi.affine)
+
+
+def smooth_blob(shape: tuple[int, ...]) -> np.ndarray:
+    """A smooth positive blob (a skull-stripped "brain", 0-100) filling about 70 % of a grid of ``shape``."""
+    index = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float64)
+    radius = np.sqrt((((index - (np.asarray(shape) - 1) / 2.0) / (0.35 * np.asarray(shape))) ** 2).sum(-1))
+    return np.clip(1.2 - radius, 0, 1).astype(np.float32) * 100

@@ -26,6 +26,7 @@ import torch
 from DiffDefAtlasLib.cli.main import main
 
 from clichecks import one_error_line
+from heads import smooth_blob
 from modelfactory import build_tiny_model
 
 pytestmark = pytest.mark.usefixtures("fresh_generator_caches")
@@ -118,20 +119,13 @@ CASES = [
 ]
 
 
-def _blob(shape: tuple[int, ...]) -> np.ndarray:
-    """A smooth positive blob (a skull-stripped "brain")."""
-    index = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float64)
-    radius = np.sqrt((((index - (np.asarray(shape) - 1) / 2) / (0.35 * np.asarray(shape))) ** 2).sum(-1))
-    return (np.clip(1.2 - radius, 0, 1) * 100).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("cases")
     paths = {"model": build_tiny_model(d / "tiny2d")}
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    for name, array in (("head3", _blob((24, 24, 24))), ("head2", _blob((24, 24))),
-                        ("scalar", _blob((8, 8, 8)))):
+    for name, array in (("head3", smooth_blob((24, 24, 24))), ("head2", smooth_blob((24, 24))),
+                        ("scalar", smooth_blob((8, 8, 8)))):
         paths[name] = d / f"{name}.nii.gz"
         if array.ndim == 2:
             sitk.WriteImage(sitk.GetImageFromArray(array), str(paths[name]))
@@ -164,20 +158,6 @@ def _install_bundled(models: Path, tiny: Path, damage: str) -> None:
         data = json.loads(card.read_text())
         data["conditions"][0]["minimum"] = "abc"
         card.write_text(json.dumps(data))
-
-
-@pytest.fixture
-def untrained_registration_network(monkeypatch):
-    """A random registration network instead of the bundled one, so that a check that goes missing lets register run
-    to the end (and the test fail) instead of failing on absent weights."""
-    import DiffDefAtlasLib.register.weights as weights
-    from DiffDefAtlasLib.register.network import NetworkConfig, RegistrationNetwork
-
-    def load(spatial_dims=3, device="cpu", folder=None):
-        torch.manual_seed(0)
-        return RegistrationNetwork(NetworkConfig(spatial_dims=spatial_dims)).eval()
-
-    monkeypatch.setattr(weights, "load_registration_network", load)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -23,6 +23,7 @@ from DiffDefAtlasLib.cli.main import main
 from DiffDefAtlasLib.errors import DiffDefInputError
 
 from clichecks import one_error_line, installed_command
+from heads import smooth_blob
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
@@ -30,11 +31,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine 
 # ------------------------------------------------------------------------------------------------ helpers
 def _blob(shape, spacing=2.0):
     """A smooth positive blob (a skull-stripped "brain") on a grid with ``spacing`` mm voxels."""
-    index = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float64)
-    centre = (np.asarray(shape) - 1) / 2.0
-    radius = np.sqrt((((index - centre) / (0.35 * np.asarray(shape))) ** 2).sum(-1))
-    affine = np.diag([spacing] * len(shape) + [1.0])
-    return np.clip(1.2 - radius, 0, 1).astype(np.float32) * 100, affine
+    return smooth_blob(shape), np.diag([spacing] * len(shape) + [1.0])
 
 
 def _nifti(array, affine, path):
@@ -95,16 +92,8 @@ def files(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def untrained_registration_network(monkeypatch):
-    """A random registration network instead of the bundled one (the tests must not depend on trained weights)."""
-    import DiffDefAtlasLib.register.weights as weights
-    from DiffDefAtlasLib.register.network import NetworkConfig, RegistrationNetwork
-
-    def load(spatial_dims=3, device="cpu", folder=None):
-        torch.manual_seed(0)
-        return RegistrationNetwork(NetworkConfig(spatial_dims=spatial_dims)).eval()
-
-    monkeypatch.setattr(weights, "load_registration_network", load)
+def _untrained_network(untrained_registration_network):
+    """Every test here registers with the random network of ``conftest.untrained_registration_network``."""
 
 
 def register(files, moving, fixed, out, *extra):

@@ -132,19 +132,6 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ commands
 @pytest.fixture
-def untrained_registration_network(monkeypatch):
-    """A random registration network instead of the bundled one (the tests must not depend on trained weights)."""
-    import DiffDefAtlasLib.register.weights as weights
-    from DiffDefAtlasLib.register.network import NetworkConfig, RegistrationNetwork
-
-    def load(spatial_dims=3, device="cpu", folder=None):
-        torch.manual_seed(0)
-        return RegistrationNetwork(NetworkConfig(spatial_dims=spatial_dims)).eval()
-
-    monkeypatch.setattr(weights, "load_registration_network", load)
-
-
-@pytest.fixture
 def inputs(tmp_path):
     """A 2D image pair (smooth blobs, nibabel) and a smooth 3D displacement field (SimpleITK, LPS)."""
     yy, xx = np.mgrid[:48, :56].astype(np.float64)

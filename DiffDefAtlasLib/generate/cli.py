@@ -56,6 +56,11 @@ OUTPUT_SETS = {
 }
 
 
+def picture_label(label: str, summary: dict) -> str:
+    """A picture's label, marked ``EXTRAPOLATED: ...`` when the summary lists conditions outside the trained range."""
+    return " - ".join(filter(None, [label, extrapolation_words(summary.get("extrapolated", {}))]))
+
+
 def write_atlas_files(result, out: Path, *, preview: bool = True, minimal: bool = False, outputs: str = "all") -> list[Path]:
     """Write the files of one atlas into ``out``: the :data:`OUTPUT_SETS` entry ``outputs``; ``minimal`` (a sweep's
     steps) writes only the atlas and labels."""
@@ -76,8 +81,8 @@ def write_atlas_files(result, out: Path, *, preview: bool = True, minimal: bool 
     written.append(write_image(result.folding, out / ATLAS_FILES["folding"]))
     if preview:
         label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.summary["conditions"].items()) or "unconditional"
-        label = " - ".join(filter(None, [label, extrapolation_words(result.summary.get("extrapolated", {}))]))
-        written.append(save_png(slices_with_jacobian(result.atlas, result.jacobian, label), out / ATLAS_FILES["preview"]))
+        written.append(save_png(slices_with_jacobian(result.atlas, result.jacobian, picture_label(label, result.summary)),
+                                out / ATLAS_FILES["preview"]))
     return written
 
 
@@ -282,8 +287,7 @@ def _sweep_into(out: Path, args: argparse.Namespace, card, conditions: dict, nam
         folder.mkdir(exist_ok=True)
         write_atlas_files(result, folder, minimal=True)
         label = f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
-        marked = " - ".join(filter(None, [label, extrapolation_words(result.summary.get("extrapolated", {}))]))
-        pictures.append(slices_with_jacobian(result.atlas, result.jacobian, marked))
+        pictures.append(slices_with_jacobian(result.atlas, result.jacobian, picture_label(label, result.summary)))
         volumes = result.summary.get("volumes_ml") or result.summary.get("areas_mm2") or {}
         rows.append({name: value, **volumes, "folding_ratio_nonpositive": result.summary["folding_ratio_nonpositive"], "mean_displacement_mm": result.summary["displacement_mean_norm_mm"]})
         summaries.append({"folder": folder.name, **result.summary})

@@ -88,45 +88,15 @@ def write_outputs(result, out: Path, inputs: dict) -> list[Path]:
     return written
 
 
-def header_shape(path: Path) -> tuple[int, ...] | None:
-    """An image's size from its header alone, components last (a DICOM folder: slice size x slices); None when the
-    header cannot be read (:func:`~DiffDefAtlasLib.imageio.read_image` then names the problem)."""
-    import SimpleITK as sitk
-
-    path = Path(path)
-    try:
-        if path.is_dir():
-            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
-            if not files:
-                return None
-            size = _header_size(files[0])
-            return (*size[:2], len(files), size[-1])
-        if path.name.lower().endswith((".mgz", ".mgh")):
-            import nibabel as nib
-
-            shape = tuple(int(n) for n in nib.MGHImage.from_filename(str(path)).shape)
-            return shape if len(shape) > 3 else (*shape, 1)
-        return _header_size(str(path))
-    except Exception:
-        return None
-
-
 def header_voxels(path: Path) -> int | None:
-    """Voxel count (times components) of an image from its header alone (:func:`header_shape`), or None."""
+    """Voxel count (times components) of an image from its header alone
+    (:func:`~DiffDefAtlasLib.imageio.header_shape`), or None."""
     import numpy as np
+
+    from ..imageio import header_shape
 
     shape = header_shape(path)
     return None if shape is None else int(np.prod(shape, dtype=np.int64))
-
-
-def _header_size(path: str) -> tuple[int, ...]:
-    """The image size in a file's header, voxels times components (SimpleITK reads the header only)."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(path)
-    reader.ReadImageInformation()
-    return (*reader.GetSize(), max(1, reader.GetNumberOfComponents()))
 
 
 def estimate_register_peak_bytes(moving_voxels: int, fixed_voxels: int, labels: bool) -> float:
@@ -144,7 +114,7 @@ def estimate_register_peak_bytes(moving_voxels: int, fixed_voxels: int, labels: 
 def check_register_memory(args: argparse.Namespace) -> None:
     """Refuse a registration whose peak memory, estimated from the headers (:func:`estimate_register_peak_bytes`),
     exceeds the physical memory (or the container's limit); nothing is checked where that is unknown."""
-    from ..imageio import check_size_limit, format_bytes, physical_memory_bytes
+    from ..imageio import check_size_limit, format_bytes, header_shape, physical_memory_bytes
 
     available = physical_memory_bytes()
     for path in (args.fixed, args.moving):
